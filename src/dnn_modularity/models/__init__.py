@@ -1,0 +1,160 @@
+"""The model zoo: plain ``nn.Module``s that declare their layer taps.
+
+Constructors are torchvision-style functions taking keyword arguments only; every pruned variant
+of the papers is a constructor argument, not a new class:
+
+- CIFAR VGG with BN: ``vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn(num_classes, in_channels,
+  convs_removed, cfg)`` (``vgg19_bn(convs_removed=3)`` is paper 1's VGG19_3).
+- CIFAR ResNets with projection shortcuts: ``resnet18 .. resnet152(num_classes, in_channels,
+  blocks)`` (``resnet152(blocks=[3, 8, 6, 3])`` is paper 1's Res152_30).
+- CIFAR ResNets with option-A shortcuts: ``resnet20 .. resnet110(num_classes, in_channels,
+  blocks)`` (``resnet56(blocks=[2, 3, 6])`` is paper 1's Table 1 network).
+- ``mobilenet_v2(num_classes, in_channels, width_mult, blocks)`` for 32×32 inputs.
+- torchvision ImageNet networks behind the same interface: ``imagenet_resnet18 ..
+  imagenet_resnet152``, ``imagenet_vgg11_bn .. imagenet_vgg19_bn(num_classes, weights,
+  in_channels)``.
+
+``build_model(name, **kwargs)`` is the registry that Hydra configs (``conf/model/*.yaml``, a plain
+dict with ``name`` and the kwargs) go through; ``available_models()`` lists the names. Every
+model has ``tap_points(mode)`` (mode in :data:`TAP_MODES`) and ``arch_config()`` with
+``build_model(**model.arch_config())`` rebuilding the architecture. The CIFAR models also have
+``removable_layers()``, ``without_layers(names)`` and ``layer_mapping(removed)`` for pruning.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from ._base import TAP_MODES, ConvBNAct, StagedModel, check_tap_mode
+from .imagenet import (
+    imagenet_resnet18,
+    imagenet_resnet34,
+    imagenet_resnet50,
+    imagenet_resnet101,
+    imagenet_resnet152,
+    imagenet_vgg11_bn,
+    imagenet_vgg13_bn,
+    imagenet_vgg16_bn,
+    imagenet_vgg19_bn,
+)
+from .mobilenet import mobilenet_v2
+from .normalized import Normalized
+from .resnet import resnet18, resnet34, resnet50, resnet101, resnet152
+from .resnet_small import resnet20, resnet32, resnet44, resnet56, resnet110
+from .vgg import vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn
+
+__all__ = [
+    "TAP_MODES",
+    "ConvBNAct",
+    "Normalized",
+    "StagedModel",
+    "UnknownModelError",
+    "available_models",
+    "build_model",
+    "check_tap_mode",
+    "imagenet_resnet18",
+    "imagenet_resnet34",
+    "imagenet_resnet50",
+    "imagenet_resnet101",
+    "imagenet_resnet152",
+    "imagenet_vgg11_bn",
+    "imagenet_vgg13_bn",
+    "imagenet_vgg16_bn",
+    "imagenet_vgg19_bn",
+    "mobilenet_v2",
+    "resnet18",
+    "resnet20",
+    "resnet32",
+    "resnet34",
+    "resnet44",
+    "resnet50",
+    "resnet56",
+    "resnet101",
+    "resnet110",
+    "resnet152",
+    "vgg11_bn",
+    "vgg13_bn",
+    "vgg16_bn",
+    "vgg19_bn",
+]
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    f.__name__: f
+    for f in (
+        vgg11_bn,
+        vgg13_bn,
+        vgg16_bn,
+        vgg19_bn,
+        resnet18,
+        resnet34,
+        resnet50,
+        resnet101,
+        resnet152,
+        resnet20,
+        resnet32,
+        resnet44,
+        resnet56,
+        resnet110,
+        mobilenet_v2,
+        imagenet_resnet18,
+        imagenet_resnet34,
+        imagenet_resnet50,
+        imagenet_resnet101,
+        imagenet_resnet152,
+        imagenet_vgg11_bn,
+        imagenet_vgg13_bn,
+        imagenet_vgg16_bn,
+        imagenet_vgg19_bn,
+    )
+}
+
+
+class UnknownModelError(KeyError, ValueError):
+    """An unknown model name; both a ``KeyError`` (registry lookup) and a ``ValueError``."""
+
+    def __str__(self) -> str:
+        # KeyError's str() is the repr of its argument; show the message as written.
+        return str(self.args[0]) if self.args else ""
+
+
+def available_models() -> list[str]:
+    """Names accepted by :func:`build_model`, sorted."""
+    return sorted(_REGISTRY)
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the model ``name`` with constructor kwargs (e.g. from a ``conf/model`` YAML).
+
+    Args:
+        name: one of :func:`available_models`.
+        **kwargs: the constructor's keyword arguments; OmegaConf containers are accepted.
+
+    Returns:
+        The model; ``model.arch_config()`` gives back ``name`` and the kwargs.
+
+    Raises:
+        UnknownModelError: (a ``KeyError`` and ``ValueError``) for an unknown name, listing the
+            valid names.
+        ValueError: for a keyword the constructor does not take, listing the ones it takes.
+    """
+    if name not in _REGISTRY:
+        raise UnknownModelError(f"unknown model {name!r}; available models: {available_models()}")
+    fn = _REGISTRY[name]
+    accepted = list(inspect.signature(fn).parameters)
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ValueError(f"model {name!r} got unknown arguments {unknown}; it accepts {accepted}")
+    return fn(**{k: _to_builtin(v) for k, v in kwargs.items()})
+
+
+def _to_builtin(value: Any) -> Any:
+    """OmegaConf ListConfig/DictConfig -> list/dict, so models store plain Python values."""
+    if type(value).__module__.startswith("omegaconf"):
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(value, resolve=True)
+    return value

@@ -1,0 +1,248 @@
+"""Shared machinery of the tapped model zoo: tap modes and layer removal by stage.
+
+Every model in :mod:`dnn_modularity.models` declares its *tap points* (the modules whose outputs
+are the "layers" of paper 1, Sec. 3.2) next to the code that builds those modules, and can say
+which layers could be removed and how to rebuild itself without them. The removal logic is the
+same for every stage-structured network (ResNets, VGGs, MobileNetV2): the layers that may be
+removed are blocks/units whose input and output shapes match, the smaller network keeps the
+remaining blocks of each stage in order, and a kept block ``stage.i`` becomes ``stage.j`` where
+``j`` counts the kept blocks before it. That is what :class:`StagedModel` implements once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+TAP_MODES: tuple[str, ...] = ("block", "official")
+"""Tap modes every model understands.
+
+``block``: the papers' text (paper 1 Sec. 3.2; paper 2 Sec. 3): the output of each Conv-BN-ReLU
+unit for VGG, of the stem and each residual block for ResNets, of the stem and each
+inverted-residual block for MobileNetV2.
+``official``: exactly where the official code of paper 1 hooks: VGG conv outputs before BN;
+ResNet ``conv1`` before BN, then each residual block's output.
+"""
+
+
+def check_tap_mode(mode: str) -> str:
+    """Return ``mode`` if it is one of :data:`TAP_MODES`.
+
+    Raises:
+        ValueError: naming the bad mode and the valid ones.
+    """
+    if mode not in TAP_MODES:
+        raise ValueError(f"unknown tap mode {mode!r}; valid modes: {list(TAP_MODES)}")
+    return mode
+
+
+def as_int_list(values: Iterable[Any] | None, what: str, length: int | None = None) -> list[int]:
+    """Convert ``values`` (list, tuple, OmegaConf ListConfig) to a list of positive ints.
+
+    Args:
+        values: the per-stage numbers.
+        what: name used in the error message.
+        length: required length, if any.
+
+    Raises:
+        ValueError: when a value is not a positive integer or the length is wrong.
+    """
+    if values is None:
+        raise ValueError(f"{what} must be a list of positive integers, got None")
+    out = list(values)
+    if length is not None and len(out) != length:
+        raise ValueError(f"{what} must have {length} entries (one per stage), got {out!r}")
+    for v in out:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{what} must hold positive integers, got {out!r}")
+    return out
+
+
+class StagedModel(nn.Module):
+    """Base class for networks built as a stem, a few stages of blocks, and a head.
+
+    Subclasses set ``stage_names`` (the attribute names of their stage ``nn.Sequential``s, in
+    forward order), implement :meth:`_block_is_removable` and :meth:`_kwargs_for_kept` and the
+    :meth:`tap_points` / :meth:`arch_config` pair. A stage's blocks are the children of the
+    stage whose names are digits (``"0"``, ``"1"`` ...); other children of a stage (e.g. the
+    VGG ``pool``) are kept as they are.
+    """
+
+    stage_names: tuple[str, ...] = ()
+
+    # -- to be provided by subclasses ------------------------------------------------------
+    def tap_points(self, mode: str = "block") -> list[tuple[str, nn.Module]]:
+        """Ordered ``(layer name, module)`` pairs whose outputs are the layers in ``mode``."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare tap points")
+
+    def arch_config(self) -> dict[str, Any]:
+        """Constructor name and kwargs that rebuild this architecture."""
+        raise NotImplementedError(f"{type(self).__name__} does not declare arch_config")
+
+    def _block_is_removable(self, block: nn.Module) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} does not declare removable blocks")
+
+    def _kwargs_for_kept(self, kept: list[list[int]]) -> dict[str, Any]:
+        """Constructor kwargs of the network keeping block indices ``kept[s]`` of stage s."""
+        raise NotImplementedError(f"{type(self).__name__} cannot rebuild without layers")
+
+    # -- generic ------------------------------------------------------------------------------
+    def stage_blocks(self) -> list[list[tuple[str, nn.Module]]]:
+        """Blocks of every stage as ``(full name, module)``, e.g. ``("layer2.3", block)``."""
+        stages = []
+        for stage in self.stage_names:
+            seq = getattr(self, stage)
+            stages.append([(f"{stage}.{n}", m) for n, m in seq.named_children() if n.isdigit()])
+        return stages
+
+    def removable_layers(self) -> list[str]:
+        """Block-mode layer names that can be removed: input shape == output shape.
+
+        For ResNets these are the blocks with an identity shortcut (every block but the first
+        of a stage, plus ``layer1.0`` of BasicBlock networks whose stem width equals stage 1's);
+        for VGG the Conv-BN-ReLU units whose in and out channels match; for MobileNetV2 the
+        inverted-residual blocks with a residual connection.
+        """
+        return [
+            name
+            for blocks in self.stage_blocks()
+            for name, block in blocks
+            if self._block_is_removable(block)
+        ]
+
+    def _kept_indices(self, removed: Sequence[str] | str) -> list[list[int]]:
+        if isinstance(removed, str):
+            removed = [removed]
+        removable = self.removable_layers()
+        known = {name for blocks in self.stage_blocks() for name, _ in blocks}
+        unknown = [n for n in removed if n not in known]
+        fixed = [n for n in removed if n in known and n not in removable]
+        if unknown or fixed:
+            what = f"unknown layers {unknown}" if unknown else ""
+            if fixed:
+                what += ("; " if what else "") + (
+                    f"layers {fixed} change the shape (input != output) and cannot be removed"
+                )
+            raise ValueError(
+                f"cannot remove from {self.arch_config()['name']}: {what}; "
+                f"removable layers: {removable}"
+            )
+        removed_set = set(removed)
+        kept: list[list[int]] = []
+        for stage, blocks in zip(self.stage_names, self.stage_blocks(), strict=True):
+            keep = [i for i, (name, _) in enumerate(blocks) if name not in removed_set]
+            if not keep:
+                raise ValueError(
+                    f"removing {sorted(n for n in removed_set if n.startswith(stage + '.'))} "
+                    f"would leave stage {stage!r} without blocks; keep at least one"
+                )
+            kept.append(keep)
+        return kept
+
+    def without_layers(self, names: Sequence[str] | str) -> dict[str, Any]:
+        """``arch_config()`` of this network with the block-mode layers ``names`` removed.
+
+        Example: ``resnet56().without_layers(["layer3.8"])["blocks"] == [9, 9, 8]``.
+
+        Raises:
+            ValueError: a name is unknown or not removable (the removable ones are listed), or a
+                stage would lose all its blocks.
+        """
+        return self._kwargs_for_kept(self._kept_indices(names))
+
+    def layer_mapping(self, removed: Sequence[str] | str) -> dict[str, str]:
+        """Map the kept modules of this network to their names in the smaller network.
+
+        Keys are module-name prefixes of this network: every block that is kept (``"layer3.4"``
+        -> ``"layer3.3"`` after removing ``"layer3.2"``) and every top-level module outside the
+        stages (stem, pools, classifier; they keep their names). Every ``state_dict`` key of
+        this network that is not under a removed layer starts with exactly one key of the map
+        followed by ``"."``; replacing that prefix gives the key in the smaller network
+        (``without_layers(removed)``), with the same tensor shape.
+        """
+        kept = self._kept_indices(removed)
+        mapping: dict[str, str] = {}
+        for name, _ in self.named_children():
+            if name not in self.stage_names:
+                mapping[name] = name
+        for stage, blocks, keep in zip(self.stage_names, self.stage_blocks(), kept, strict=True):
+            for new_idx, old_idx in enumerate(keep):
+                mapping[blocks[old_idx][0]] = f"{stage}.{new_idx}"
+            for child, _ in getattr(self, stage).named_children():
+                if not child.isdigit():
+                    mapping[f"{stage}.{child}"] = f"{stage}.{child}"
+        return mapping
+
+
+class ConvBNAct(nn.Module):
+    """Conv-BN-activation unit: a "layer" of VGG (paper 1 Sec. 3.2) and the ResNet stems.
+
+    Children ``conv``, ``bn``, ``act``: the official taps read ``conv`` (before BN), the block
+    taps read the unit's output (after the activation).
+
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        kernel_size: square kernel; padding keeps the size at stride 1.
+        stride: convolution stride.
+        bias: conv bias (VGG-BN keeps it, as torchvision and the official code do).
+        groups: conv groups (depthwise convs in MobileNetV2).
+        act: activation module; ``nn.ReLU()`` when None.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        bias: bool = False,
+        groups: int = 1,
+        act: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=(kernel_size - 1) // 2,
+            bias=bias,
+            groups=groups,
+        )
+        self.bn = nn.BatchNorm2d(out_channels)
+        self.act = act if act is not None else nn.ReLU()
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels of the conv."""
+        return self.conv.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        """Output channels of the conv."""
+        return self.conv.out_channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C_in, H, W) -> (B, C_out, H/stride, W/stride)."""
+        return self.act(self.bn(self.conv(x)))
+
+
+def init_weights(model: nn.Module) -> None:
+    """He (fan-out) init for convs as torchvision does; BN to identity; Linear N(0, 0.01).
+
+    Linear layers get N(0, 0.01) weights and zero bias like torchvision's VGG/MobileNetV2.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
