@@ -1,0 +1,172 @@
+"""Shared LightningDataModule plumbing: loaders, held-out validation split, metadata checks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning.pytorch as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+__all__ = ["ImageDataModule", "check_fixed_metadata", "stratified_holdout"]
+
+
+def check_fixed_metadata(name: str, **pairs: tuple[int | None, int]) -> None:
+    """Check user-given metadata (e.g. `num_classes` from the config) against fixed values.
+
+    The data configs carry `num_classes`/`in_channels`/`image_size` so that model configs can
+    interpolate them (`num_classes: ${data.num_classes}`); a mismatching override is a mistake
+    that would otherwise surface later as a shape error.
+
+    Args:
+        name: Dataset name for the message.
+        **pairs: `key=(given, expected)`; `given=None` means "not specified".
+
+    Raises:
+        ValueError: When a given value differs from the dataset's fixed one.
+    """
+    for key, (given, expected) in pairs.items():
+        if given is not None and int(given) != int(expected):
+            raise ValueError(
+                f"data={name}: {key}={given} does not match the dataset ({key}={expected}); "
+                f"remove the override or use data={name} with {key}={expected}"
+            )
+
+
+def stratified_holdout(
+    labels: torch.Tensor, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices `0..M-1` into (keep, held-out) with `fraction` of every class held out.
+
+    Args:
+        labels: (M,) integer labels.
+        fraction: Share of each class to hold out, in [0, 1).
+        seed: Seed of the per-class permutations.
+
+    Returns:
+        Two sorted LongTensors of indices: kept (M - H,) and held out (H,).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"val_fraction={fraction} must be in [0, 1)")
+    generator = torch.Generator().manual_seed(int(seed))
+    keep, held = [], []
+    for cls in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == cls).flatten()
+        members = members[torch.randperm(members.numel(), generator=generator)]
+        n_held = round(fraction * members.numel())
+        held.append(members[:n_held])
+        keep.append(members[n_held:])
+    return torch.sort(torch.cat(keep)).values, torch.sort(torch.cat(held)).values
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base class: images in [0, 1] (normalisation happens inside the model, `Normalized`).
+
+    Subclasses set the class attributes / instance fields `name`, `num_classes`, `in_channels`,
+    `image_size`, `mean`, `std` and implement `_make_datasets()` returning the train, val and test
+    datasets, and `_test_targets()`.
+
+    Attributes:
+        train_set, val_set, test_set: Datasets after `setup()`; items are `(image (C, H, W) in
+            [0, 1], label int)`.
+    """
+
+    name: str = "base"
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __init__(
+        self,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        drop_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size={batch_size} must be >= 1")
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.drop_last = bool(drop_last)
+        self.train_set: Dataset | None = None
+        self.val_set: Dataset | None = None
+        self.test_set: Dataset | None = None
+
+    # --- to implement -------------------------------------------------------------------------
+    def _make_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
+        raise NotImplementedError(f"{type(self).__name__} must implement _make_datasets()")
+
+    def _test_targets(self) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} must implement _test_targets()")
+
+    # --- Lightning hooks ----------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Build the three datasets once (idempotent; every stage uses the same objects)."""
+        if self.train_set is None:
+            self.train_set, self.val_set, self.test_set = self._make_datasets()
+
+    def _loader(self, dataset: Dataset | None, *, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__}: dataset missing after setup()")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size if train else self.eval_batch_size,
+            shuffle=train,
+            drop_last=self.drop_last and train,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled, augmented training batches."""
+        self.setup()
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """Validation batches (unaugmented, in order)."""
+        self.setup()
+        return self._loader(self.val_set, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """Test batches (unaugmented, in order)."""
+        self.setup()
+        return self._loader(self.test_set, train=False)
+
+    # --- probe-set access ---------------------------------------------------------------------
+    def probe_dataset(self) -> Dataset:
+        """The unaugmented test split: where probe sets are drawn from (paper 1 Sec. 3.2)."""
+        self.setup()
+        assert self.test_set is not None
+        return self.test_set
+
+    def test_labels(self) -> torch.Tensor:
+        """(M,) LongTensor: the labels of `probe_dataset()`, in its order (no image decoding)."""
+        self.setup()
+        return self._test_targets().long()
+
+    def describe(self) -> dict[str, object]:
+        """Metadata for run records."""
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+
+def subset(dataset: Dataset, indices: Sequence[int] | torch.Tensor) -> Subset:
+    """`torch.utils.data.Subset` taking a tensor or a sequence of indices."""
+    if isinstance(indices, torch.Tensor):
+        indices = indices.tolist()
+    return Subset(dataset, list(indices))
