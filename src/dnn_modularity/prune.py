@@ -1,0 +1,890 @@
+"""``python -m dnn_modularity.prune ckpt_path=... pruning=<rule>`` (console script ``dnn-prune``).
+
+Modularity-guided layer pruning as one command (paper 1, Sec. 5.2, Figs. 9-10, Table 1; paper 2,
+Sec. 4.4, Criterion I, Table 1):
+
+1. load the trained classifier (``ckpt_path``);
+2. its per-layer curve: read from a record (``curve=<path>``: ``analyze``'s ``curve.csv`` /
+   ``curve_summary.csv`` / ``ring.csv`` or ``train``'s ``modularity.csv``), or measured here on
+   ``probe.repeats`` probe sets (``measure=modularity``: paper 1's Newman Q of the k-NN graph via
+   :func:`dnn_modularity.analysis.curve.curve_analysis`; ``measure=M``: paper 2's
+   M = r·AQ·(1−EQ) of the top-|E| graph via the engine);
+3. the rule (``conf/pruning``: ``delta``, ``criterion1``, ``explicit``) -> a
+   :class:`~dnn_modularity.pruning.PruningDecision` (``decision.json``, ``decision.csv``);
+4. the physically smaller network with the kept layers' weights
+   (:func:`~dnn_modularity.pruning.build_pruned`), evaluated before fine-tuning
+   (``pruned_init.ckpt``);
+5. fine-tuning with the same Lightning trainer, callbacks and loggers as ``train`` (the
+   ``trainer``/``optimizer``/``scheduler``/``callbacks``/``logger`` groups; ``checkpoints/``,
+   ``metrics.csv``, the pruned network's ``modularity.csv``), then re-evaluation on the test split
+   (``pruned_final.ckpt`` = the weights after fine-tuning; ``test_ckpt=best`` reports the best
+   ``val/acc`` checkpoint instead). ``finetune_control=true`` also fine-tunes the unpruned parent
+   with the same recipe (``control/``), separating the effect of pruning from that of training;
+6. the table (``pruning_table.csv``, ``pruning_table.md``, W&B table ``pruning/table``): model,
+   rule, removed layers, accuracy of the parent / before / after fine-tuning, params, MACs and
+   FLOPs with their reductions.
+
+``pruning=single_layer_sweep`` prunes each listed layer on its own (one fine-tuned variant per
+layer, in ``variants/<layer>/``) and adds paper 1's Fig. 10(b) analysis: ΔM of the removed layer
+(M_i − M_{i−1}) against the accuracy drop ΔAcc = Acc_parent − Acc_pruned
+(``delta_m_vs_delta_acc.csv`` and ``figures/delta_m_vs_delta_acc.png|pdf``).
+
+Tests call :func:`prune` with a config composed from ``conf/prune.yaml``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+
+from dnn_modularity.io import atomic_save_figure, atomic_write_text, write_csv_rows, write_json
+from dnn_modularity.pruning import (
+    PruningDecision,
+    bare_model,
+    build_pruned,
+    decide_for_model,
+    pruning_costs,
+)
+from dnn_modularity.train import CONF_DIR
+
+__all__ = [
+    "CONF_DIR",
+    "MEASURES",
+    "SWEEP_RULE",
+    "TABLE_COLUMNS",
+    "Curve",
+    "delta_m_vs_delta_acc",
+    "main",
+    "markdown_table",
+    "measure_curve",
+    "prune",
+    "read_curve_record",
+]
+
+#: Curve measures: record name -> the curve kind stored in the decision.
+MEASURES: dict[str, str] = {"modularity": "Q", "M": "M"}
+#: The rule name of the single-layer sweep (Fig. 10(b)); the other rules are pruning.RULES.
+SWEEP_RULE = "single_layer_sweep"
+
+#: Columns of ``pruning_table.csv`` (accuracies in %, reductions in % of the parent's cost).
+TABLE_COLUMNS: tuple[str, ...] = (
+    "model",
+    "data",
+    "rule",
+    "params_rule",
+    "measure",
+    "num_removed",
+    "removed_layers",
+    "acc_parent",
+    "acc_parent_ft",
+    "acc_pruned_before_ft",
+    "acc_pruned_after_ft",
+    "delta_acc",
+    "finetune_epochs",
+    "params",
+    "pruned_params",
+    "params_reduction",
+    "macs",
+    "pruned_macs",
+    "macs_reduction",
+    "flops",
+    "pruned_flops",
+    "flops_reduction",
+    "pruned_arch",
+    "checkpoint",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Curves
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Curve:
+    """A per-layer curve with its repeats.
+
+    Attributes:
+        layers: layer names (L,), front to back.
+        values: ``(R, L)`` values, R repeats.
+        measure: ``modularity`` (Newman Q) or ``M`` (paper 2).
+        source: where it came from (a record path or ``measured``).
+    """
+
+    layers: list[str]
+    values: list[list[float]]
+    measure: str
+    source: str
+
+
+def _check_measure(measure: str) -> str:
+    if measure not in MEASURES:
+        raise ValueError(f"unknown curve measure {measure!r}; valid choices: {list(MEASURES)}")
+    return measure
+
+
+def _by_repeat(
+    rows: Sequence[Mapping[str, Any]], value_col: str, path: Path, measure: str
+) -> Curve:
+    """Rows with ``layer_index``, ``layer``, a value column and optional ``repeat`` -> Curve."""
+    per_repeat: dict[str, dict[int, tuple[str, float]]] = {}
+    for row in rows:
+        cell = row.get(value_col)
+        if cell in (None, ""):
+            continue
+        rep = next((str(row[c]) for c in ("repeat", "seed") if row.get(c) not in (None, "")), "0")
+        per_repeat.setdefault(rep, {})[int(row["layer_index"])] = (str(row["layer"]), float(cell))
+    if not per_repeat:
+        raise ValueError(
+            f"curve record {str(path)!r} has no {measure!r} values (column {value_col!r})"
+        )
+    layer_sets = {tuple(sorted(v)) for v in per_repeat.values()}
+    if len(layer_sets) != 1:
+        raise ValueError(f"curve record {str(path)!r}: repeats cover different layers")
+    first = next(iter(per_repeat.values()))
+    order = sorted(first)
+    layers = [first[i][0] for i in order]
+    values = [[reps[i][1] for i in order] for reps in per_repeat.values()]
+    return Curve(layers=layers, values=values, measure=measure, source=str(path))
+
+
+def read_curve_record(path: str | Path, measure: str = "modularity") -> Curve:
+    """Read a per-layer curve from a record another command wrote.
+
+    Understood layouts (CSV):
+
+    * ``analyze`` tidy records (``curve.csv``, ``ring.csv``): columns ``variant``, ``repeat``,
+      ``layer_index``, ``layer``, ``measure``, ``value``; the ``trained`` variant's rows of
+      ``measure`` are used, one curve per repeat;
+    * ``analyze`` summaries (``curve_summary.csv``): ``measure`` and ``mean`` per layer;
+    * ``train``'s ``modularity.csv``: ``epoch``, ``layer_index``, ``layer``, ``modularity``,
+      ``M``, ``repeat``; the last epoch is used.
+
+    Args:
+        path: the CSV file.
+        measure: ``modularity`` (Newman Q, paper 1) or ``M`` (paper 2).
+
+    Returns:
+        The :class:`Curve`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unknown measure, or a file without that measure's values.
+    """
+    from dnn_modularity.io import read_csv_rows
+
+    _check_measure(measure)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"curve record {str(path)!r} does not exist")
+    rows = read_csv_rows(path)
+    if not rows:
+        raise ValueError(f"curve record {str(path)!r} is empty")
+    cols = set(rows[0])
+    if {"layer_index", "layer"} - cols:
+        raise ValueError(
+            f"curve record {str(path)!r} lacks layer_index/layer columns; columns: {sorted(cols)}"
+        )
+    if "epoch" in cols and measure in cols:  # train's modularity.csv
+        last = max(int(float(r["epoch"])) for r in rows)
+        rows = [r for r in rows if int(float(r["epoch"])) == last]
+        return _by_repeat(rows, measure, path, measure)
+    if "measure" in cols:
+        rows = [
+            r
+            for r in rows
+            if r.get("measure") == measure and r.get("variant", "trained") in ("", "trained")
+        ]
+        if "value" in cols:
+            return _by_repeat(rows, "value", path, measure)
+        if "mean" in cols:
+            return _by_repeat([{**r, "repeat": "0"} for r in rows], "mean", path, measure)
+    raise ValueError(
+        f"curve record {str(path)!r} has no {measure!r} curve; expected analyze's curve.csv / "
+        f"curve_summary.csv / ring.csv or train's modularity.csv; columns: {sorted(cols)}"
+    )
+
+
+def _m_curve_rows(model: nn.Module, probes: Sequence[Any], cfg: DictConfig) -> list[dict[str, Any]]:
+    """Paper 2's M per layer and repeat (engine: top-|E| graph + class_separation)."""
+    from dnn_modularity.analysis.common import layer_features
+    from dnn_modularity.graph import class_separation, top_edges_graph
+
+    rows = []
+    for repeat, probe in enumerate(probes):
+        for point, feats in layer_features(
+            model, probe.images, taps="block", batch_size=int(cfg.batch_size)
+        ):
+            graph = top_edges_graph(
+                feats,
+                num_edges=min(int(cfg.graph.num_edges), len(probe) * (len(probe) - 1) // 2),
+                metric=str(cfg.graph.metric),
+                block_size=cfg.graph.get("block_size"),
+            )
+            sep = class_separation(graph, probe.labels)
+            rows.append(
+                {
+                    "analysis": "curve",
+                    "variant": "trained",
+                    "layer_index": int(point.index),
+                    "layer": str(point.name),
+                    "tap": "block",
+                    "N": len(probe),
+                    "num_edges": int(cfg.graph.num_edges),
+                    "metric": str(cfg.graph.metric),
+                    "repeat": repeat,
+                    "measure": "M",
+                    "value": float(sep.m),
+                }
+            )
+    return rows
+
+
+def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: Path) -> Curve:
+    """Measure the parent's curve on ``probe.repeats`` probe sets and write it to ``out_dir``.
+
+    Always at the ``block`` taps (one value per prunable unit, the layers the rules speak of).
+
+    Args:
+        model: the parent (``Normalized``, takes [0, 1] images).
+        datamodule: the data module (probe sets come from its test split).
+        cfg: the composed ``prune`` config (``probe``, ``graph``, ``measure``, ``batch_size``).
+        out_dir: where ``curve.csv`` (and for Q the summary and figure) go.
+
+    Returns:
+        The :class:`Curve`.
+    """
+    from dnn_modularity.analysis.common import AnalysisOutput, save_output, summarize_rows
+    from dnn_modularity.data.probe import ProbeSet
+
+    measure = _check_measure(str(cfg.measure))
+    probe = cfg.probe
+    n, k = int(probe.n), int(cfg.graph.k)
+    if measure == "modularity" and n <= k:
+        raise ValueError(f"probe.n={n} must be larger than graph.k={k}")
+    probes = [
+        ProbeSet.from_datamodule(
+            datamodule,
+            n,
+            seed=int(probe.seed),
+            strategy=str(probe.get("strategy", "balanced")),
+            repeat=r,
+            disjoint=bool(probe.get("disjoint", True)),
+        )
+        for r in range(int(probe.get("repeats", 1)))
+    ]
+    model = model.eval()
+    if measure == "modularity":
+        from dnn_modularity.analysis.curve import curve_analysis
+
+        output = curve_analysis(
+            model,
+            probes,
+            k=k,
+            metric=str(cfg.graph.metric),
+            taps="block",
+            seed=int(probe.seed),
+            shuffled_null=False,
+            random_init=False,
+            batch_size=int(cfg.batch_size),
+            block_size=cfg.graph.get("block_size"),
+            title="parent modularity curve (pruning input)",
+        )
+    else:
+        rows = _m_curve_rows(model, probes, cfg)
+        output = AnalysisOutput("curve", rows=rows, summary=summarize_rows(rows))
+    save_output(output, out_dir)
+    trained = [r for r in output.rows if r.get("variant", "trained") == "trained"]
+    curve = _by_repeat(trained, "value", out_dir / "curve.csv", measure)
+    curve.source = "measured"
+    return curve
+
+
+# --------------------------------------------------------------------------------------------
+# Lightning plumbing (TRAIN's building blocks)
+# --------------------------------------------------------------------------------------------
+
+
+def _eval_trainer(cfg: DictConfig, run_dir: Path) -> Any:
+    """A trainer of ``cfg.trainer`` for evaluation only (no loggers, callbacks or checkpoints)."""
+    from dnn_modularity.train import _instantiate
+
+    return _instantiate(
+        cfg.trainer,
+        callbacks=[],
+        logger=False,
+        enable_checkpointing=False,
+        default_root_dir=str(run_dir),
+    )
+
+
+def _test_acc(trainer: Any, module: Any, datamodule: Any, ckpt_path: str | None = None) -> float:
+    """Test accuracy in % (the classifier logs ``test/acc``)."""
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    return 100.0 * float(results[0]["test/acc"]) if results else math.nan
+
+
+def _make_module(cfg: DictConfig, net: nn.Module, datamodule: Any) -> Any:
+    """An ``ImageClassifier`` for ``net``'s architecture with ``net``'s weights."""
+    from dnn_modularity.models.classifier import ImageClassifier
+    from dnn_modularity.train import _plain_or_none
+
+    module = ImageClassifier(
+        net_config=bare_model(net).arch_config(),
+        mean=datamodule.mean,
+        std=datamodule.std,
+        optimizer=_plain_or_none(cfg.get("optimizer")),
+        scheduler=_plain_or_none(cfg.get("scheduler")),
+        **OmegaConf.to_container(cfg.get("module") or {}, resolve=True),  # type: ignore[arg-type]
+    )
+    module.net.load_state_dict(bare_model(net).state_dict(), strict=True)
+    return module
+
+
+def _finetune(
+    cfg: DictConfig, module: Any, datamodule: Any, run_dir: Path, loggers: list[Any]
+) -> dict[str, Any]:
+    """Fine-tune ``module`` with ``cfg.trainer`` + TRAIN's callbacks; test; return the record."""
+    import lightning.pytorch as L
+
+    from dnn_modularity.train import _build_callbacks, _instantiate
+
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    callbacks = _build_callbacks(cfg, run_dir)
+    trainer = _instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers if loggers else False,
+        default_root_dir=str(run_dir),
+    )
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    seconds = time.perf_counter() - start
+    # The final weights, whatever the checkpoint callbacks keep (callbacks=none included).
+    final = run_dir / "pruned_final.ckpt"
+    trainer.save_checkpoint(str(final))
+    tested = str(final)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    if str(cfg.get("test_ckpt", "last")) == "best" and best:
+        tested = best
+    acc = _test_acc(trainer, module, datamodule, ckpt_path=None if tested == str(final) else tested)
+    return {
+        "acc": acc,
+        "epochs": int(trainer.current_epoch),
+        "seconds": seconds,
+        "checkpoint": tested,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# One pruning: decision -> pruned net -> evaluate -> fine-tune -> evaluate
+# --------------------------------------------------------------------------------------------
+
+
+def _prune_and_finetune(
+    cfg: DictConfig,
+    *,
+    parent: Any,
+    acc_parent: float,
+    decision: PruningDecision,
+    datamodule: Any,
+    run_dir: Path,
+    loggers: list[Any],
+) -> dict[str, Any]:
+    """Build, evaluate, fine-tune and re-evaluate one pruned network; return its table row."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "decision.json", decision.to_dict())
+    write_csv_rows(run_dir / "decision.csv", decision.layer_table())
+
+    child = build_pruned(parent.net, decision.removed)
+    size = (int(datamodule.in_channels), int(datamodule.image_size), int(datamodule.image_size))
+    costs = pruning_costs(parent.net, child, size)
+    module = _make_module(cfg, child, datamodule)
+
+    eval_trainer = _eval_trainer(cfg, run_dir)
+    acc_before = _test_acc(eval_trainer, module, datamodule)
+    init_ckpt = run_dir / "pruned_init.ckpt"
+    eval_trainer.save_checkpoint(str(init_ckpt))
+
+    if bool(cfg.get("finetune", True)):
+        ft = _finetune(cfg, module, datamodule, run_dir, loggers)
+    else:
+        ft = {"acc": acc_before, "epochs": 0, "seconds": 0.0, "checkpoint": str(init_ckpt)}
+
+    arch = bare_model(child).arch_config()
+    c = costs.to_dict()
+    return {
+        "model": parent.net.arch_config().get("name"),
+        "data": getattr(datamodule, "name", ""),
+        "rule": decision.rule,
+        "params_rule": ", ".join(
+            f"{k}={v}"
+            for k, v in decision.params.items()
+            if k not in ("remove", "keep_stage_first")
+        ),
+        "measure": cfg.measure if decision.values is not None else "",
+        "num_removed": len(decision.removed),
+        "removed_layers": " ".join(decision.removed),
+        "acc_parent": acc_parent,
+        "acc_pruned_before_ft": acc_before,
+        "acc_pruned_after_ft": ft["acc"],
+        "delta_acc": ft["acc"] - acc_parent,
+        "finetune_epochs": ft["epochs"],
+        "params": c["params"],
+        "pruned_params": c["pruned_params"],
+        "params_reduction": c["params_reduction"],
+        "macs": c["macs"],
+        "pruned_macs": c["pruned_macs"],
+        "macs_reduction": c["macs_reduction"],
+        "flops": c["flops"],
+        "pruned_flops": c["pruned_flops"],
+        "flops_reduction": c["flops_reduction"],
+        "pruned_arch": _arch_summary(arch),
+        "checkpoint": ft["checkpoint"],
+        "finetune_seconds": ft["seconds"],
+    }
+
+
+def _arch_summary(arch: Mapping[str, Any]) -> str:
+    """``resnet56 blocks=[2, 3, 6]`` / ``vgg19_bn cfg=[...]``: the pruned layout in one cell."""
+    keys = [k for k in ("blocks", "cfg") if arch.get(k) is not None]
+    return " ".join([str(arch.get("name"))] + [f"{k}={arch[k]}" for k in keys])
+
+
+# --------------------------------------------------------------------------------------------
+# Tables and the Fig. 10(b) analysis
+# --------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, column: str) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "nan"
+        if column.endswith("reduction") or column.startswith(("acc", "delta")):
+            return f"{value:.2f}"
+        return f"{value:.4g}"
+    if isinstance(value, int) and column in ("params", "pruned_params"):
+        return f"{value / 1e6:.3f}M"
+    if isinstance(value, int) and column.endswith(("macs", "flops")):
+        return f"{value / 1e6:.2f}M"
+    return str(value).replace("|", "\\|")
+
+
+#: Markdown headers (accuracies in %, reductions in % of the parent).
+_MD_HEADERS = {
+    "model": "model",
+    "rule": "rule",
+    "params_rule": "rule params",
+    "measure": "curve",
+    "removed_layers": "removed layers",
+    "acc_parent": "acc parent (%)",
+    "acc_parent_ft": "acc parent + same FT (%)",
+    "acc_pruned_before_ft": "acc pruned, before FT (%)",
+    "acc_pruned_after_ft": "acc pruned, after FT (%)",
+    "params": "params",
+    "pruned_params": "params pruned",
+    "params_reduction": "params ↓ (%)",
+    "macs": "MACs",
+    "pruned_macs": "MACs pruned",
+    "macs_reduction": "MACs ↓ (%)",
+    "flops": "FLOPs",
+    "pruned_flops": "FLOPs pruned",
+    "flops_reduction": "FLOPs ↓ (%)",
+}
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The papers' table style in Markdown: one row per pruned network."""
+    cols = [
+        c
+        for c in _MD_HEADERS
+        if c != "acc_parent_ft" or any(r.get(c) not in (None, "") for r in rows)
+    ]
+    lines = [
+        "| " + " | ".join(_MD_HEADERS[c] for c in cols) + " |",
+        "|" + "|".join("---" for _ in cols) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row.get(c), c) for c in cols) + " |")
+    notes = (
+        '\nMACs = multiply-accumulates of conv + linear layers (the papers\' "FLOPs", counted '
+        "with thop); FLOPs = 2 × MACs. Reductions are relative to the parent network. "
+        "FT = fine-tuning.\n"
+    )
+    return "\n".join(lines) + "\n" + notes
+
+
+def delta_m_vs_delta_acc(
+    rows: Sequence[Mapping[str, Any]], out_dir: Path, title: str = ""
+) -> dict[str, Any]:
+    """Paper 1, Fig. 10(b): ΔM of each single removed layer vs the accuracy drop it causes.
+
+    Args:
+        rows: one dict per single-layer variant with ``layer``, ``delta_m`` (M_i − M_{i−1} on
+            the parent's curve) and ``delta_acc_drop`` (Acc_parent − Acc_pruned after
+            fine-tuning, in points); when every row also has ``delta_acc_drop_vs_control``
+            (the parent fine-tuned with the same recipe minus the pruned one), that is plotted.
+        out_dir: run folder (``delta_m_vs_delta_acc.csv``, ``figures/delta_m_vs_delta_acc.*``).
+        title: figure title.
+
+    Returns:
+        ``{"csv": path, "y": plotted column, "figure": [png, pdf], "pearson_r": r or nan,
+        "slope": s or nan}``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    csv = write_csv_rows(out_dir / "delta_m_vs_delta_acc.csv", list(rows))
+    # With the control run (the parent fine-tuned the same way), the drop is measured against it:
+    # extra training alone can move an under-trained parent's accuracy.
+    control = all(r.get("delta_acc_drop_vs_control") is not None for r in rows)
+    y_key = "delta_acc_drop_vs_control" if control else "delta_acc_drop"
+    x = np.asarray([_num(r["delta_m"]) for r in rows], dtype=float)
+    y = np.asarray([_num(r[y_key]) for r in rows], dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    r_val = slope = math.nan
+    fig, ax = plt.subplots(figsize=(5.0, 3.8))
+    ax.scatter(x[ok], y[ok], color="#1f77b4", zorder=3)
+    for row, xi, yi in zip(rows, x, y, strict=True):
+        if math.isfinite(xi) and math.isfinite(yi):
+            ax.annotate(
+                str(row["layer"]), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points"
+            )
+    if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
+        slope, intercept = np.polyfit(x[ok], y[ok], 1)
+        grid = np.linspace(x[ok].min(), x[ok].max(), 50)
+        ax.plot(grid, slope * grid + intercept, color="#d62728", lw=1, label=f"slope {slope:.2f}")
+        if ok.sum() >= 3 and np.ptp(y[ok]) > 0:
+            r_val = float(np.corrcoef(x[ok], y[ok])[0, 1])
+            ax.plot([], [], " ", label=f"Pearson r = {r_val:.2f}")
+        ax.legend(fontsize=8)
+    ax.axhline(0.0, color="0.6", lw=0.8)
+    ax.set_xlabel(r"$\Delta M = M_i - M_{i-1}$ of the removed layer")
+    parent = r"Acc$_{parent+FT}$" if control else r"Acc$_{parent}$"
+    ax.set_ylabel(r"$\Delta$Acc = " + parent + r" − Acc$_{pruned}$ (points)")
+    ax.set_title(title or "single-layer removals (paper 1, Fig. 10b)", fontsize=9)
+    fig.tight_layout()
+    paths = atomic_save_figure(fig, out_dir / "figures" / "delta_m_vs_delta_acc")
+    plt.close(fig)
+    return {
+        "csv": str(csv),
+        "y": y_key,
+        "figure": [str(p) for p in paths],
+        "pearson_r": r_val,
+        "slope": float(slope),
+    }
+
+
+def _num(value: Any) -> float:
+    """A float, NaN for a missing value (the first layer has no ΔM)."""
+    return math.nan if value is None or value == "" else float(value)
+
+
+def _log_results(
+    loggers: Sequence[Any], rows: Sequence[Mapping[str, Any]], sweep: Sequence[Mapping[str, Any]]
+) -> None:
+    """W&B tables (``pruning/table``, ``pruning/delta_m_vs_delta_acc``) and summary metrics."""
+    for logger in loggers:
+        if len(rows) == 1:
+            row = rows[0]
+            metrics = {
+                f"pruning/{k}": float(row[k])
+                for k in (
+                    "acc_parent",
+                    "acc_pruned_before_ft",
+                    "acc_pruned_after_ft",
+                    "params_reduction",
+                    "macs_reduction",
+                    "flops_reduction",
+                    "num_removed",
+                )
+            }
+            logger.log_metrics(metrics)
+        if type(logger).__name__ == "WandbLogger":
+            cols = list(TABLE_COLUMNS)
+            data = [[_cell(r.get(c)) for c in cols] for r in rows]
+            logger.log_table(key="pruning/table", columns=cols, data=data)
+            if sweep:
+                scols = list(dict.fromkeys(k for r in sweep for k in r))
+                logger.log_table(
+                    key="pruning/delta_m_vs_delta_acc",
+                    columns=scols,
+                    data=[[_cell(r.get(c)) for c in scols] for r in sweep],
+                )
+        logger.save()
+
+
+def _cell(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Entry
+# --------------------------------------------------------------------------------------------
+
+
+def _rule_kwargs(pruning: DictConfig) -> dict[str, Any]:
+    rule = str(pruning.rule)
+    kwargs: dict[str, Any] = {
+        "on_empty_stage": str(pruning.get("on_empty_stage", "error")),
+        "keep_stage_first": bool(pruning.get("keep_stage_first", True)),
+    }
+    if rule == "delta":
+        kwargs["tau"] = float(pruning.tau)
+    elif rule == "criterion1":
+        kwargs["tolerance"] = float(pruning.tolerance)
+    elif rule == "explicit":
+        remove = pruning.get("remove")
+        if remove is None:
+            raise ValueError(
+                "pruning=explicit needs pruning.remove=[<layer>, ...] (removable layer names)"
+            )
+        kwargs["remove"] = [remove] if isinstance(remove, str) else list(remove)
+    return kwargs
+
+
+def _check_fits(parent: Any, datamodule: Any, ckpt_path: str) -> None:
+    arch = parent.net.arch_config()
+    for key in ("num_classes", "in_channels"):
+        want, got = getattr(datamodule, key, None), arch.get(key)
+        if want is not None and got is not None and int(want) != int(got):
+            raise ValueError(
+                f"checkpoint {ckpt_path!r} has {key}={got} but data={datamodule.name} has "
+                f"{key}={want}; pass the data the model was trained on (e.g. data=cifar10)"
+            )
+
+
+def prune(cfg: DictConfig) -> dict[str, Any]:
+    """Prune a trained classifier by its modularity curve, fine-tune, and tabulate.
+
+    Args:
+        cfg: composed from ``conf/prune.yaml`` (by ``@hydra.main`` or ``hydra.compose``).
+
+    Returns:
+        ``{"run_dir", "decision", "rows", "table_csv", "table_md", "curve", "sweep"}``; ``rows``
+        are the table rows (one per pruned network).
+
+    Raises:
+        ValueError: missing ``ckpt_path``, data that does not fit the checkpoint, unknown rule or
+            measure, bad layer names, a rule that would empty a stage (before any training).
+        FileNotFoundError: missing checkpoint or curve record.
+    """
+    import lightning.pytorch as L
+
+    from dnn_modularity.models.classifier import load_classifier
+    from dnn_modularity.pruning import RULES
+    from dnn_modularity.train import (
+        _finish_wandb,
+        _hydra_config,
+        _instantiate,
+        _is_rank_zero,
+        _resolve_run_dir,
+    )
+
+    if not cfg.get("ckpt_path"):
+        raise ValueError("prune needs ckpt_path=<train run>/checkpoints/<file>.ckpt")
+    rule = str(cfg.pruning.rule)
+    if rule not in (*RULES, SWEEP_RULE):
+        raise ValueError(f"unknown pruning rule {rule!r}; valid rules: {[*RULES, SWEEP_RULE]}")
+    measure = _check_measure(str(cfg.measure))
+    if cfg.get("num_threads"):
+        torch.set_num_threads(int(cfg.num_threads))
+    if cfg.get("matmul_precision"):
+        torch.set_float32_matmul_precision(str(cfg.matmul_precision))
+
+    run_dir = _resolve_run_dir(cfg, _hydra_config())
+    with open_dict(cfg):
+        cfg.run_dir = str(run_dir)
+    if _is_rank_zero():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+
+    parent = load_classifier(str(cfg.ckpt_path))
+    datamodule = _instantiate(cfg.data)
+    datamodule.setup()
+    _check_fits(parent, datamodule, str(cfg.ckpt_path))
+
+    # The curve (not needed by an explicit list, but recorded with it when available).
+    curve: Curve | None = None
+    if cfg.get("curve"):
+        curve = read_curve_record(str(cfg.curve), measure)
+    elif rule != "explicit" or bool(cfg.get("measure_for_explicit", False)):
+        curve = measure_curve(parent.model, datamodule, cfg, run_dir / "curve")
+    curve_kwargs: dict[str, Any] = {}
+    if curve is not None:
+        curve_kwargs = {
+            "layers": curve.layers,
+            "values": curve.values,
+            "curve_kind": MEASURES[measure],
+        }
+
+    # Decisions are made (and refused) before any training.
+    if rule == SWEEP_RULE:
+        if curve is None:
+            raise ValueError("pruning=single_layer_sweep needs a curve (curve=<path> or measured)")
+        from dnn_modularity.pruning import removable_layers
+
+        layers = cfg.pruning.get("layers")
+        keep_first = bool(cfg.pruning.get("keep_stage_first", True))
+        layers = (
+            removable_layers(parent.net, keep_first) if layers is None else [str(x) for x in layers]
+        )
+        limit = cfg.pruning.get("max_layers")
+        if limit is not None:
+            layers = layers[-int(limit) :]  # the deepest ones: paper 1 removes back to front
+        decisions = [
+            decide_for_model(
+                parent.net, "explicit", remove=[name], keep_stage_first=keep_first, **curve_kwargs
+            )
+            for name in layers
+        ]
+        off_curve = [name for name in layers if name not in curve.layers]
+        if off_curve:
+            raise ValueError(
+                f"pruning.layers {off_curve} are not on the curve (block taps); curve layers: "
+                f"{curve.layers}"
+            )
+    else:
+        decisions = [
+            decide_for_model(parent.net, rule, **_rule_kwargs(cfg.pruning), **curve_kwargs)
+        ]
+    if _is_rank_zero():
+        write_json(
+            run_dir / "decision.json",
+            decisions[0].to_dict() if len(decisions) == 1 else [d.to_dict() for d in decisions],
+        )
+
+    from dnn_modularity.train import _build_loggers
+
+    loggers: list[Any] = []
+    try:
+        loggers = _build_loggers(cfg, run_dir)
+        for logger in loggers:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        acc_parent = _test_acc(_eval_trainer(cfg, run_dir), parent, datamodule)
+        acc_control: float | None = None
+        if bool(cfg.get("finetune_control", False)) and bool(cfg.get("finetune", True)):
+            # The unpruned parent fine-tuned with the same recipe: separates the effect of
+            # removing layers from the effect of the extra training epochs.
+            control = _make_module(cfg, parent.net, datamodule)
+            acc_control = _finetune(cfg, control, datamodule, run_dir / "control", [])["acc"]
+            del control
+
+        rows: list[dict[str, Any]] = []
+        sweep_rows: list[dict[str, Any]] = []
+        for decision in decisions:
+            if rule == SWEEP_RULE:
+                name = decision.removed[0]
+                sub = run_dir / "variants" / name
+                # Variants fine-tune without the run's loggers (their step counters would clash);
+                # their numbers go into the tables, which are logged.
+                row = _prune_and_finetune(
+                    cfg,
+                    parent=parent,
+                    acc_parent=acc_parent,
+                    decision=decision,
+                    datamodule=datamodule,
+                    run_dir=sub,
+                    loggers=[],
+                )
+                row["rule"] = SWEEP_RULE
+                idx = decision.layers.index(name)
+                sweep_rows.append(
+                    {
+                        "layer": name,
+                        "layer_index": idx + 1,
+                        "measure": measure,
+                        "M_prev": decision.values[idx - 1] if idx > 0 else None,
+                        "M_layer": decision.values[idx],
+                        "delta_m": decision.deltas[idx],
+                        "acc_parent": acc_parent,
+                        "acc_pruned_before_ft": row["acc_pruned_before_ft"],
+                        "acc_pruned_after_ft": row["acc_pruned_after_ft"],
+                        "delta_acc_drop": acc_parent - row["acc_pruned_after_ft"],
+                        "params_reduction": row["params_reduction"],
+                        "flops_reduction": row["flops_reduction"],
+                    }
+                )
+            else:
+                row = _prune_and_finetune(
+                    cfg,
+                    parent=parent,
+                    acc_parent=acc_parent,
+                    decision=decision,
+                    datamodule=datamodule,
+                    run_dir=run_dir,
+                    loggers=loggers,
+                )
+            row["acc_parent_ft"] = acc_control
+            if sweep_rows and acc_control is not None:
+                sweep_rows[-1]["acc_parent_ft"] = acc_control
+                sweep_rows[-1]["delta_acc_drop_vs_control"] = (
+                    acc_control - row["acc_pruned_after_ft"]
+                )
+            rows.append(row)
+
+        result: dict[str, Any] = {
+            "run_dir": str(run_dir),
+            "decision": decisions[0].to_dict() if len(decisions) == 1 else None,
+            "rows": rows,
+            "curve": None
+            if curve is None
+            else {"source": curve.source, "measure": measure, "layers": curve.layers},
+            "sweep": None,
+        }
+        if _is_rank_zero():
+            result["table_csv"] = str(
+                write_csv_rows(
+                    run_dir / "pruning_table.csv", rows, [*TABLE_COLUMNS, "finetune_seconds"]
+                )
+            )
+            result["table_md"] = str(
+                atomic_write_text(run_dir / "pruning_table.md", markdown_table(rows))
+            )
+            if sweep_rows:
+                model_name = rows[0]["model"] if rows else ""
+                result["sweep"] = delta_m_vs_delta_acc(
+                    sweep_rows,
+                    run_dir,
+                    title=f"{model_name} on {getattr(datamodule, 'name', '')}: ΔM vs ΔAcc "
+                    "(paper 1, Fig. 10b)",
+                )
+                result["sweep"]["rows"] = sweep_rows
+            _log_results(loggers, rows, sweep_rows)
+            write_json(run_dir / "results.json", result)
+        return result
+    finally:
+        _finish_wandb(loggers)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="prune")
+def main(cfg: DictConfig) -> float | None:
+    """Console entry point (``dnn-prune`` / ``python -m dnn_modularity.prune``).
+
+    Returns the fine-tuned pruned network's test accuracy (for Hydra sweepers), or None for a
+    sweep.
+    """
+    result = prune(cfg)
+    rows = result["rows"]
+    return rows[0]["acc_pruned_after_ft"] if len(rows) == 1 else None
+
+
+if __name__ == "__main__":
+    main()

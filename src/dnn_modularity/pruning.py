@@ -1,0 +1,670 @@
+"""Modularity-guided layer pruning: curve → layers to remove → physically smaller network.
+
+Two halves:
+
+1. **Rules** (pure functions of a per-layer curve, no torch modules involved):
+
+   * ``delta`` — paper 1 (Lu et al. 2022), Sec. 5.2 "Practicality of layer pruning by modularity":
+     "we prune the layer where the curve drops, reaches a plateau or grows slowly". Read as a
+     threshold on the increment a layer adds to the curve, ΔM_i = M_i − M_{i−1} (the same ΔM as
+     the x axis of Fig. 10(b)): layer i is redundant when ΔM_i < τ. τ = 0.03 is the threshold
+     the paper's authors used for ResNet56 (Table 1, blocks [9, 9, 9] → [2, 3, 6]).
+   * ``criterion1`` — paper 2, Sec. 4.4, Criterion I: "When the modularity curve reaches the
+     maximum value or a plateau period occurs or starts to decline, the corresponding
+     convolution layer can be cut off." Our precise reading (see :func:`criterion1_flags`):
+     walk the curve front to back keeping an *anchor* A, the value at the last layer that
+     raised the curve by more than ``tolerance``; layer i is cut iff M_i ≤ A + tolerance.
+     This cuts (a) every layer after the global maximum (they cannot raise it), (b) every layer
+     where the curve declines (M_i < M_{i−1} ≤ ... ≤ A + tol), and (c) plateau layers — a
+     plateau being a run of layers that stays within ``tolerance`` of the level A at which it
+     started. Anchoring on A (not on M_{i−1}) bounds the total rise that a run of cut layers may
+     hide to ``tolerance``; a per-step test would let a slow drift of many small steps through
+     and would be the ``delta`` rule again.
+   * ``explicit`` — a list of layer names (the papers' fixed variants: VGG19_k, VGG11_k,
+     ResNet152 stage-3 cuts, ResNet56 [2, 3, 6]).
+
+   A rule *flags* layers from the curve alone; only *removable* layers (residual blocks whose
+   input and output shapes match and VGG Conv-BN-ReLU units whose input and output channels
+   match — by default never the first block of a stage, the papers' convention) can actually
+   be removed; flagged layers that are not removable are kept and recorded with the reason.
+   Every stage keeps at least one block (a decision that would empty one is refused).
+   Either curve works: Newman Q of the k-NN graph (paper 1, Eq. 1) or paper 2's M = r·AQ·(1−EQ).
+   The whole decision, with the curve values behind it, is a :class:`PruningDecision`.
+
+2. **Surgery**: :func:`build_pruned` builds the smaller network with the model's own
+   ``without_layers`` + :func:`dnn_modularity.models.build_model` and copies every kept layer's
+   weights by the model's ``layer_mapping``; :func:`pruning_costs` reports params / MACs / FLOPs
+   (via :func:`dnn_modularity.costs.count_costs`) and their reductions (paper 1, Table 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+RULES: tuple[str, ...] = ("delta", "criterion1", "explicit")
+CURVE_KINDS: tuple[str, ...] = ("Q", "M")
+ON_EMPTY_STAGE: tuple[str, ...] = ("error", "keep_first")
+
+#: Paper 1's threshold on ΔM for ResNet56 (Table 1).
+DEFAULT_TAU = 0.03
+#: Plateau tolerance of Criterion I. Paper 1, Fig. 10(b): removing a VGG11 layer whose
+#: modularity increment is 0.01 changes CIFAR-10 accuracy by 0.01 % — a rise of 0.01 is "flat".
+DEFAULT_TOLERANCE = 0.01
+
+
+# --------------------------------------------------------------------------------------------
+# Curves
+# --------------------------------------------------------------------------------------------
+
+
+def curve_stats(
+    values: Sequence[float] | Sequence[Sequence[float]] | torch.Tensor,
+) -> tuple[list[float], list[float] | None]:
+    """Mean (and std over repeats) of a per-layer curve.
+
+    Args:
+        values: ``(L,)`` one curve, or ``(R, L)`` R repeats of the curve (paper 1 plots the
+            mean ± std over repeats, Fig. 4).
+
+    Returns:
+        ``(mean (L,), std (L,) or None)``; std is the population std (ddof 0) and is ``None``
+        for a single curve.
+
+    Raises:
+        ValueError: empty curve, more than 2 dimensions, or non-finite values.
+    """
+    t = torch.as_tensor(values, dtype=torch.float64)
+    if t.ndim == 0 or t.numel() == 0 or t.ndim > 2:
+        raise ValueError(
+            f"curve must have shape (L,) or (repeats, L) with L >= 1; got shape {tuple(t.shape)}"
+        )
+    if not torch.isfinite(t).all():
+        bad = torch.nonzero(~torch.isfinite(t.reshape(-1, t.shape[-1])).all(0)).flatten().tolist()
+        raise ValueError(f"curve has non-finite values at layer positions {bad} (0-based)")
+    if t.ndim == 1:
+        return t.tolist(), None
+    return t.mean(0).tolist(), t.std(0, correction=0).tolist()
+
+
+def curve_deltas(values: Sequence[float]) -> list[float | None]:
+    """Per-layer increments ΔM_i = M_i − M_{i−1} (paper 1, Fig. 10(b)); ``None`` for layer 1."""
+    vals = [float(v) for v in values]
+    return [None] + [vals[i] - vals[i - 1] for i in range(1, len(vals))]
+
+
+# --------------------------------------------------------------------------------------------
+# Rules: curve -> flagged layer positions (0-based) with a reason each
+# --------------------------------------------------------------------------------------------
+
+
+def delta_flags(values: Sequence[float], tau: float = DEFAULT_TAU) -> dict[int, str]:
+    """Paper 1's rule: flag layer i (i ≥ 2, 1-based) when ΔM_i = M_i − M_{i−1} < τ.
+
+    The first layer has no predecessor on the curve and is never flagged.
+
+    Args:
+        values: ``(L,)`` curve values, front to back.
+        tau: threshold on the increment.
+
+    Returns:
+        0-based position -> reason (``"decline"`` when ΔM_i < 0, else ``"slow_growth"``).
+    """
+    if not math.isfinite(tau):
+        raise ValueError(f"tau must be a finite number; got {tau!r}")
+    flags: dict[int, str] = {}
+    for i, d in enumerate(curve_deltas(values)):
+        if d is not None and d < tau:
+            flags[i] = "decline" if d < 0 else "slow_growth"
+    return flags
+
+
+def criterion1_flags(
+    values: Sequence[float], tolerance: float = DEFAULT_TOLERANCE
+) -> dict[int, str]:
+    """Paper 2's Criterion I (Sec. 4.4): cut from the maximum, on plateaus and on declines.
+
+    Precise reading: walk front to back with an anchor A = value of the last layer that raised
+    the curve by more than ``tolerance`` (initially layer 1, which is never cut). Layer i is
+    cut iff ``M_i <= A + tolerance``; otherwise it is kept and becomes the anchor. Reasons:
+
+    * ``"after_maximum"`` — i lies after the (first) global maximum of the curve;
+    * ``"decline"`` — M_i < M_{i−1};
+    * ``"plateau"`` — otherwise (the curve stays within ``tolerance`` of the level A where the
+      plateau started).
+
+    With ``tolerance = 0`` only the maximum/decline clauses and exactly flat steps remain.
+
+    Args:
+        values: ``(L,)`` curve values, front to back.
+        tolerance: the plateau tolerance, ≥ 0, in curve units.
+
+    Returns:
+        0-based position -> reason.
+    """
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"tolerance must be a finite number >= 0; got {tolerance!r}")
+    vals = [float(v) for v in values]
+    if not vals:
+        return {}
+    peak = max(range(len(vals)), key=lambda j: (vals[j], -j))  # first global maximum
+    anchor = vals[0]
+    flags: dict[int, str] = {}
+    for i in range(1, len(vals)):
+        if vals[i] <= anchor + tolerance:
+            if i > peak:
+                flags[i] = "after_maximum"
+            elif vals[i] < vals[i - 1]:
+                flags[i] = "decline"
+            else:
+                flags[i] = "plateau"
+        else:
+            anchor = vals[i]
+    return flags
+
+
+# --------------------------------------------------------------------------------------------
+# The decision
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PruningDecision:
+    """What a rule decided and why (everything needed to audit or re-apply it).
+
+    Attributes:
+        rule: ``"delta"`` | ``"criterion1"`` | ``"explicit"``.
+        params: the rule's parameters (e.g. ``{"tau": 0.03}``, ``{"tolerance": 0.01}``).
+        curve_kind: ``"Q"`` (Newman modularity, paper 1) or ``"M"`` (paper 2), or ``None``.
+        layers: the curve's layer names, front to back (L,).
+        values: the curve (mean over repeats) (L,), or ``None`` for an explicit list without curve.
+        std: std over repeats (L,) or ``None``.
+        deltas: ΔM_i = M_i − M_{i−1} (L,), ``None`` at layer 1 / without curve.
+        candidates: the removable layers (model order).
+        flagged: layer -> reason, what the rule flags from the curve alone (or the explicit list).
+        skipped: flagged layers that are kept -> why (not removable, stage would be empty).
+        removed: the layers to remove (model order).
+        notes: free-form remarks (e.g. which block was kept to keep a stage non-empty).
+    """
+
+    rule: str
+    params: dict[str, Any]
+    curve_kind: str | None
+    layers: list[str]
+    values: list[float] | None
+    std: list[float] | None
+    deltas: list[float | None]
+    candidates: list[str]
+    flagged: dict[str, str]
+    skipped: dict[str, str]
+    removed: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict."""
+        return asdict(self)
+
+    def layer_table(self) -> list[dict[str, Any]]:
+        """One row per curve layer: index (1-based), layer, value, std, delta, flag, status."""
+        removed = set(self.removed)
+        cands = set(self.candidates)
+        rows = []
+        for i, name in enumerate(self.layers):
+            rows.append(
+                {
+                    "layer_index": i + 1,
+                    "layer": name,
+                    "value": None if self.values is None else self.values[i],
+                    "std": None if self.std is None else self.std[i],
+                    "delta": self.deltas[i] if self.deltas else None,
+                    "removable": name in cands,
+                    "flag": self.flagged.get(name, ""),
+                    "status": "removed"
+                    if name in removed
+                    else ("kept: " + self.skipped[name] if name in self.skipped else "kept"),
+                }
+            )
+        return rows
+
+
+def _check_stages(
+    stages: Mapping[str, Sequence[str]] | None, candidates: Sequence[str]
+) -> dict[str, str]:
+    """Layer -> stage for every layer listed in ``stages``; candidates must all have a stage."""
+    if stages is None:
+        return {}
+    owner: dict[str, str] = {}
+    for stage, members in stages.items():
+        for m in members:
+            owner[m] = str(stage)
+    missing = [c for c in candidates if c not in owner]
+    if missing:
+        raise ValueError(f"removable layers {missing} belong to no stage; stages: {dict(stages)}")
+    return owner
+
+
+def decide(
+    rule: str,
+    *,
+    candidates: Sequence[str],
+    layers: Sequence[str] | None = None,
+    values: Sequence[float] | Sequence[Sequence[float]] | torch.Tensor | None = None,
+    stages: Mapping[str, Sequence[str]] | None = None,
+    tau: float = DEFAULT_TAU,
+    tolerance: float = DEFAULT_TOLERANCE,
+    remove: Sequence[str] | None = None,
+    curve_kind: str | None = "Q",
+    on_empty_stage: str = "error",
+    reasons: Mapping[str, str] | None = None,
+) -> PruningDecision:
+    """Apply a rule to a curve and the model's removable layers.
+
+    Args:
+        rule: one of :data:`RULES`.
+        candidates: the model's removable layers (names as in the curve, model order).
+        layers: the curve's layer names (L,), front to back; required for ``delta``/``criterion1``.
+        values: the curve, ``(L,)`` or ``(repeats, L)`` (averaged over repeats).
+        stages: stage name -> all its prunable units (removable or not), model order. With it, a
+            decision that would empty a stage is refused (or resolved, see ``on_empty_stage``).
+        tau: ``delta`` threshold.
+        tolerance: ``criterion1`` plateau tolerance.
+        remove: the ``explicit`` list of layer names.
+        curve_kind: ``"Q"`` (Newman, paper 1) or ``"M"`` (paper 2), recorded; ``None`` if no curve.
+        on_empty_stage: ``"error"`` (default) refuses a decision that removes every block of a
+            stage; ``"keep_first"`` keeps that stage's first unit and records a note.
+        reasons: layer -> why it is not a candidate (used in messages and in ``skipped``);
+            layers without a reason are called "not removable (input and output shapes differ)".
+
+    Returns:
+        The :class:`PruningDecision`.
+
+    Raises:
+        ValueError: unknown rule / curve kind / on_empty_stage; curve and layer names of
+            different lengths; a removable layer missing from the curve; an explicit name that
+            is unknown or not removable (the message lists the removable layers); a decision
+            that empties a stage (names the stage, its layers and the valid choices).
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown pruning rule {rule!r}; valid rules: {list(RULES)}")
+    if curve_kind is not None and curve_kind not in CURVE_KINDS:
+        raise ValueError(f"unknown curve kind {curve_kind!r}; valid kinds: {list(CURVE_KINDS)}")
+    if on_empty_stage not in ON_EMPTY_STAGE:
+        raise ValueError(
+            f"unknown on_empty_stage {on_empty_stage!r}; valid choices: {list(ON_EMPTY_STAGE)}"
+        )
+    candidates = list(candidates)
+    if len(set(candidates)) != len(candidates):
+        raise ValueError(f"duplicate names among removable layers: {candidates}")
+    owner = _check_stages(stages, candidates)
+    why_not = dict(reasons or {})
+
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    if values is not None:
+        mean, std = curve_stats(values)
+        if layers is None:
+            raise ValueError("a curve (values) needs its layer names (layers)")
+        if len(layers) != len(mean):
+            raise ValueError(
+                f"curve has {len(mean)} values but {len(layers)} layer names: {list(layers)}"
+            )
+    layer_list = list(layers) if layers is not None else []
+    deltas = curve_deltas(mean) if mean is not None else [None] * len(layer_list)
+    params: dict[str, Any]
+
+    if rule in ("delta", "criterion1"):
+        if mean is None:
+            raise ValueError(f"rule {rule!r} needs a curve (values and layers)")
+        absent = [c for c in candidates if c not in layer_list]
+        if absent:
+            raise ValueError(
+                f"removable layers {absent} are not on the curve; the curve must be read at the "
+                f"'block' taps (one value per prunable unit). Curve layers: {layer_list}"
+            )
+        if rule == "delta":
+            params = {"tau": float(tau)}
+            pos_flags = delta_flags(mean, tau)
+        else:
+            params = {"tolerance": float(tolerance)}
+            pos_flags = criterion1_flags(mean, tolerance)
+        flagged = {layer_list[i]: why for i, why in sorted(pos_flags.items())}
+    else:
+        if remove is None:
+            raise ValueError("rule 'explicit' needs `remove`: a list of layer names")
+        names = [str(r) for r in remove]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"explicit list names layers more than once: {dup}")
+        for n in names:
+            if n not in candidates:
+                if n in why_not:
+                    kind = f"is not removable: {why_not[n]}"
+                elif n in layer_list or n in owner:
+                    kind = "is not removable"
+                else:
+                    kind = "is unknown"
+                raise ValueError(
+                    f"layer {n!r} {kind}; valid choices (removable layers): {candidates}"
+                )
+        params = {"remove": names}
+        flagged = {n: "explicit" for n in names}
+
+    cand_set = set(candidates)
+    skipped: dict[str, str] = {}
+    chosen: list[str] = []
+    for name in flagged:
+        if name in cand_set:
+            chosen.append(name)
+        else:
+            skipped[name] = "not removable: " + why_not.get(name, "input and output shapes differ")
+    order = {n: i for i, n in enumerate(candidates)}
+    chosen.sort(key=order.__getitem__)
+
+    notes: list[str] = []
+    if stages is not None:
+        chosen_set = set(chosen)
+        for stage, members in stages.items():
+            members = list(members)
+            if members and all(m in chosen_set for m in members):
+                if on_empty_stage == "error":
+                    raise ValueError(
+                        f"rule {rule!r} would remove every block of stage {stage!r} "
+                        f"({members}); each stage keeps at least one block. Remove at most "
+                        f"{len(members) - 1} of {members}, or pass on_empty_stage='keep_first'."
+                    )
+                keep = members[0]
+                chosen.remove(keep)
+                chosen_set.discard(keep)
+                skipped[keep] = f"kept so that stage {stage!r} keeps at least one block"
+                notes.append(f"stage {stage!r}: all blocks flagged; kept {keep!r}")
+
+    return PruningDecision(
+        rule=rule,
+        params=params,
+        curve_kind=curve_kind if mean is not None else None,
+        layers=layer_list,
+        values=mean,
+        std=std,
+        deltas=deltas,
+        candidates=candidates,
+        flagged=flagged,
+        skipped=skipped,
+        removed=chosen,
+        notes=notes,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Model side: candidates, stages, surgery, costs
+# --------------------------------------------------------------------------------------------
+
+
+def bare_model(net: nn.Module) -> nn.Module:
+    """The prunable network inside its wrappers.
+
+    Looks through DDP ``.module``, ``torch.compile``'s ``._orig_mod``,
+    :class:`~dnn_modularity.models.Normalized` and the classifier's ``.net``.
+
+    Raises:
+        ValueError: when no wrapped module declares ``removable_layers`` (the model zoo's
+            staged CIFAR networks and MobileNetV2 do; the torchvision ImageNet wrappers do not).
+    """
+    seen = net
+    for _ in range(8):  # wrappers nest a few levels at most
+        if hasattr(seen, "removable_layers") and hasattr(seen, "layer_mapping"):
+            return seen
+        for attr in ("module", "_orig_mod", "net"):
+            inner = getattr(seen, attr, None)
+            if isinstance(inner, nn.Module):
+                seen = inner
+                break
+        else:
+            break
+    raise ValueError(
+        f"{type(net).__name__} cannot be layer-pruned: no wrapped module declares "
+        "removable_layers()/without_layers()/layer_mapping() (the staged CIFAR models of "
+        "dnn_modularity.models do)"
+    )
+
+
+def model_stages(net: nn.Module) -> dict[str, list[str]]:
+    """Stage name -> its blocks' layer names, in model order (``{"layer1": ["layer1.0", ...]}``)."""
+    bare = bare_model(net)
+    return {
+        stage: [name for name, _ in blocks]
+        for stage, blocks in zip(bare.stage_names, bare.stage_blocks(), strict=True)
+    }
+
+
+def removable_layers(net: nn.Module, keep_stage_first: bool = True) -> list[str]:
+    """The pruning candidates of ``net``, in model order.
+
+    Args:
+        net: a zoo network or a wrapper around one.
+        keep_stage_first: exclude the first block of every stage (default). The model's own
+            ``removable_layers()`` lists every block whose input and output shapes match, which
+            includes e.g. ``layer1.0`` of CIFAR ResNets whose stem is as wide as stage 1, and the
+            first (512 -> 512) unit of VGG's stage 5. Keeping the first block of every stage is
+            the papers' convention (ResNet56 [2, 3, 6], VGG19_k, VGG11_k and Res152_k all keep
+            it) and guarantees that every stage keeps at least one block.
+
+    Returns:
+        Layer names (block taps).
+    """
+    bare = bare_model(net)
+    names = list(bare.removable_layers())
+    if keep_stage_first:
+        firsts = {members[0] for members in model_stages(bare).values() if members}
+        names = [n for n in names if n not in firsts]
+    return names
+
+
+def non_candidate_reasons(net: nn.Module, keep_stage_first: bool = True) -> dict[str, str]:
+    """Layer -> why it is not a pruning candidate, for every block that is not one."""
+    bare = bare_model(net)
+    shape_ok = set(bare.removable_layers())
+    out: dict[str, str] = {}
+    for stage, members in model_stages(bare).items():
+        for i, name in enumerate(members):
+            if name not in shape_ok:
+                out[name] = "its input and output shapes differ"
+            elif keep_stage_first and i == 0:
+                out[name] = (
+                    f"it is the first block of stage {stage!r}, which every stage keeps "
+                    "(keep_stage_first=false allows it)"
+                )
+    return out
+
+
+def decide_for_model(
+    net: nn.Module, rule: str, *, keep_stage_first: bool = True, **kwargs: Any
+) -> PruningDecision:
+    """:func:`decide` with the candidates, stages and non-candidate reasons taken from ``net``.
+
+    Args:
+        net: a zoo network or a wrapper around one.
+        rule: one of :data:`RULES`.
+        keep_stage_first: see :func:`removable_layers`.
+        **kwargs: the other arguments of :func:`decide` (curve, rule parameters ...).
+    """
+    decision = decide(
+        rule,
+        candidates=removable_layers(net, keep_stage_first),
+        stages=model_stages(net),
+        reasons=non_candidate_reasons(net, keep_stage_first),
+        **kwargs,
+    )
+    decision.params.setdefault("keep_stage_first", bool(keep_stage_first))
+    return decision
+
+
+def _map_key(key: str, mapping: Mapping[str, str]) -> str | None:
+    """New state_dict key of ``key`` by the longest matching module-name prefix, else None."""
+    parts = key.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:cut])
+        if prefix in mapping:
+            rest = ".".join(parts[cut:])
+            return f"{mapping[prefix]}.{rest}"
+    return None
+
+
+def inherit_state_dict(
+    parent: nn.Module, child: nn.Module, removed: Sequence[str]
+) -> dict[str, str]:
+    """Copy every kept tensor (parameters and buffers) of ``parent`` into ``child``.
+
+    Keys are translated by ``parent.layer_mapping(removed)``; keys under a removed layer are
+    dropped. Every state_dict entry of ``child`` must receive exactly one tensor of the same shape.
+
+    Returns:
+        ``{parent key: child key}`` of the copied entries.
+
+    Raises:
+        RuntimeError: a kept parent key maps to no child key or to a different shape, or a child
+            entry receives no tensor (the two architectures do not correspond).
+    """
+    bare_p, bare_c = bare_model(parent), bare_model(child)
+    mapping = bare_p.layer_mapping(list(removed))
+    removed_prefixes = tuple(f"{r}." for r in removed)
+    src = bare_p.state_dict()
+    dst = bare_c.state_dict()
+    copied: dict[str, str] = {}
+    new_sd: dict[str, torch.Tensor] = {}
+    problems: list[str] = []
+    for key, tensor in src.items():
+        if key.startswith(removed_prefixes):
+            continue
+        new_key = _map_key(key, mapping)
+        if new_key is None or new_key not in dst:
+            problems.append(f"{key} -> {new_key} (no such entry in the pruned network)")
+            continue
+        if dst[new_key].shape != tensor.shape:
+            problems.append(
+                f"{key} -> {new_key}: shape {tuple(tensor.shape)} != {tuple(dst[new_key].shape)}"
+            )
+            continue
+        if new_key in new_sd:
+            problems.append(f"{key} -> {new_key}: target filled twice")
+            continue
+        new_sd[new_key] = tensor.detach().clone()
+        copied[key] = new_key
+    missing = sorted(set(dst) - set(new_sd))
+    if missing:
+        problems.append(f"pruned-network entries with no source: {missing}")
+    if problems:
+        raise RuntimeError("weight inheritance failed:\n  " + "\n  ".join(problems))
+    bare_c.load_state_dict(new_sd, strict=True)
+    return copied
+
+
+def build_pruned(parent_net: nn.Module, removed: Sequence[str]) -> nn.Module:
+    """Physically smaller network without the layers ``removed``, inheriting kept weights.
+
+    Built with the model's own ``without_layers`` and :func:`dnn_modularity.models.build_model`
+    (so it is an ordinary zoo model: ``arch_config()`` rebuilds it, taps work, it trains), then
+    every kept layer's parameters and buffers (BN running stats) are copied by the model's
+    ``layer_mapping`` and checked (names and shapes). Removed blocks are gone, not masked.
+
+    Args:
+        parent_net: a zoo network (or a wrapper around one: Normalized, DDP, compiled,
+            the classifier); it is not modified.
+        removed: layer names (a subset of ``removable_layers(parent_net)``).
+
+    Returns:
+        The bare pruned network, on the parent's device and dtype, in the parent's train/eval mode.
+
+    Raises:
+        ValueError: unknown / non-removable names, or a stage that would lose all blocks
+            (from the model's ``without_layers``).
+        RuntimeError: weights could not be matched one to one.
+    """
+    from dnn_modularity.models import build_model
+
+    bare = bare_model(parent_net)
+    removed = list(removed)
+    cfg = dict(bare.without_layers(removed))
+    child = build_model(**cfg)
+    ref = next(bare.parameters(), None)
+    if ref is not None:
+        child = child.to(device=ref.device, dtype=ref.dtype)
+    inherit_state_dict(bare, child, removed)
+    child.train(bare.training)
+    return child
+
+
+@dataclass(frozen=True)
+class PruningCosts:
+    """Parent vs pruned costs (paper 1, Table 1 reports params and FLOPs reductions).
+
+    ``flops = 2 × macs`` (conv + linear, ``dnn_modularity.costs.count_costs``); paper 1 counts
+    with thop, whose "FLOPs" are MACs, so *reductions* are comparable, absolute values are not.
+    Reductions are percentages: ``100 × (1 − pruned / parent)``.
+    """
+
+    params: int
+    macs: int
+    flops: int
+    pruned_params: int
+    pruned_macs: int
+    pruned_flops: int
+
+    @property
+    def params_reduction(self) -> float:
+        """Percent fewer parameters."""
+        return _reduction(self.params, self.pruned_params)
+
+    @property
+    def macs_reduction(self) -> float:
+        """Percent fewer multiply-accumulates."""
+        return _reduction(self.macs, self.pruned_macs)
+
+    @property
+    def flops_reduction(self) -> float:
+        """Percent fewer FLOPs."""
+        return _reduction(self.flops, self.pruned_flops)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts and reductions as a flat dict."""
+        return {
+            **asdict(self),
+            "params_reduction": self.params_reduction,
+            "macs_reduction": self.macs_reduction,
+            "flops_reduction": self.flops_reduction,
+        }
+
+
+def _reduction(before: int, after: int) -> float:
+    return 100.0 * (1.0 - after / before) if before else float("nan")
+
+
+def pruning_costs(
+    parent_net: nn.Module, pruned_net: nn.Module, input_size: Sequence[int]
+) -> PruningCosts:
+    """Params / MACs / FLOPs of both networks, by :func:`dnn_modularity.costs.count_costs`.
+
+    Args:
+        parent_net: the unpruned network (or a wrapper).
+        pruned_net: the pruned network (or a wrapper).
+        input_size: one input, ``(C, H, W)`` or ``(1, C, H, W)``.
+    """
+    from dnn_modularity.costs import count_costs
+
+    size = tuple(int(s) for s in input_size)
+    if len(size) == 3:
+        size = (1, *size)
+    a = count_costs(bare_model(parent_net), size)
+    b = count_costs(bare_model(pruned_net), size)
+    return PruningCosts(
+        params=int(a.params),
+        macs=int(a.macs),
+        flops=int(a.flops),
+        pruned_params=int(b.params),
+        pruned_macs=int(b.macs),
+        pruned_flops=int(b.flops),
+    )

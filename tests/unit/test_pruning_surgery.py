@@ -1,0 +1,155 @@
+"""Building pruned networks: physical removal, weight inheritance, costs (paper 1, Table 1)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dnn_modularity.models import Normalized, build_model
+from dnn_modularity.pruning import (
+    build_pruned,
+    decide_for_model,
+    inherit_state_dict,
+    model_stages,
+    pruning_costs,
+    removable_layers,
+)
+
+# ResNet56 [9, 9, 9] -> [2, 3, 6]: remove blocks from the back of each stage.
+R56_REMOVED = (
+    [f"layer1.{i}" for i in range(2, 9)]
+    + [f"layer2.{i}" for i in range(3, 9)]
+    + [f"layer3.{i}" for i in range(6, 9)]
+)
+
+
+def _randomise_bn(net: nn.Module) -> None:
+    """Give BN running stats non-default values so that copying them is observable."""
+    g = torch.Generator().manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+
+
+def test_resnet56_to_2_3_6_matches_paper1_table1():
+    parent = build_model("resnet56", num_classes=10)
+    child = build_pruned(parent, R56_REMOVED)
+    assert child.arch_config()["blocks"] == [2, 3, 6]
+    assert len(list(child.modules())) < len(list(parent.modules()))  # physically smaller
+    costs = pruning_costs(parent, child, (3, 32, 32))
+    # paper 1, Table 1: 43.00 % fewer params, 60.30 % fewer FLOPs
+    assert costs.params_reduction == pytest.approx(43.00, abs=1.0)
+    assert costs.flops_reduction == pytest.approx(60.30, abs=1.0)
+    assert costs.flops == 2 * costs.macs and costs.pruned_flops == 2 * costs.pruned_macs
+    assert costs.params == sum(p.numel() for p in parent.parameters())
+    assert costs.pruned_params == sum(p.numel() for p in child.parameters())
+
+
+@pytest.mark.parametrize(
+    ("name", "removed"),
+    [("resnet20", ["layer1.1", "layer3.2"]), ("vgg11_bn", ["stage3.1", "stage5.1"])],
+)
+def test_kept_weights_equal_parent_by_mapping(name, removed):
+    torch.manual_seed(0)
+    parent = build_model(name, num_classes=10, in_channels=1)
+    _randomise_bn(parent)
+    child = build_pruned(Normalized(parent, [0.5], [0.25]), removed)  # wrappers are unwrapped
+    mapping = parent.layer_mapping(removed)
+    psd, csd = parent.state_dict(), child.state_dict()
+    gone = tuple(f"{r}." for r in removed)
+    copied = 0
+    for key, value in psd.items():
+        if key.startswith(gone):
+            continue
+        prefix = max((p for p in mapping if key.startswith(p + ".")), key=len)
+        assert torch.equal(csd[mapping[prefix] + key[len(prefix) :]], value), key
+        copied += 1
+    assert copied == len(csd)  # every entry of the pruned network came from the parent
+    assert copied < len(psd)  # and the removed layers' tensors are gone
+    x = torch.rand(2, 1, 8, 8)
+    assert child.eval()(x).shape == (2, 10)
+
+
+def test_kept_blocks_shift_down_within_their_stage():
+    parent = build_model("resnet20", num_classes=10)
+    mapping = parent.layer_mapping(["layer1.1", "layer3.2"])
+    assert mapping["layer1.2"] == "layer1.1" and mapping["layer3.1"] == "layer3.1"
+    assert build_pruned(parent, ["layer1.1", "layer3.2"]).arch_config()["blocks"] == [2, 3, 2]
+
+
+def test_removing_nothing_reproduces_the_parent_exactly():
+    parent = build_model("resnet20", num_classes=10, in_channels=1).eval()
+    _randomise_bn(parent)
+    child = build_pruned(parent, []).eval()
+    x = torch.rand(3, 1, 8, 8)
+    torch.testing.assert_close(child(x), parent(x), rtol=0, atol=0)
+
+
+def test_decision_for_model_and_bad_names():
+    net = build_model("resnet20", num_classes=10)
+    assert model_stages(net)["layer2"] == ["layer2.0", "layer2.1", "layer2.2"]
+    assert "layer2.0" not in removable_layers(net) and "layer2.1" in removable_layers(net)
+    with pytest.raises(ValueError, match=r"layer 'layer2\.0' is not removable.*layer2\.1"):
+        decide_for_model(net, "explicit", remove=["layer2.0"])
+    with pytest.raises(ValueError, match=r"layer 'layer4\.1' is unknown.*valid choices"):
+        decide_for_model(net, "explicit", remove=["layer4.1"])
+    with pytest.raises(ValueError):
+        build_pruned(net, ["nope"])
+    with pytest.raises(ValueError, match="cannot be layer-pruned"):
+        removable_layers(build_model("imagenet_resnet18", num_classes=10))
+
+
+def test_mobilenet_v2_inverted_residuals_are_prunable():
+    net = build_model("mobilenet_v2", num_classes=10)
+    cands = removable_layers(net)
+    assert cands[-2:] == ["stage6.1", "stage6.2"]
+    child = build_pruned(net, cands[-2:])
+    assert child.arch_config()["blocks"] == [1, 2, 3, 4, 3, 1, 1]
+    assert child.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_inheritance_refuses_mismatched_architectures():
+    parent = build_model("resnet20", num_classes=10)
+    wrong = build_model("resnet20", num_classes=5, blocks=[2, 3, 3])
+    with pytest.raises(RuntimeError, match=r"fc\.weight"):
+        inherit_state_dict(parent, wrong, ["layer1.1"])
+
+
+@pytest.mark.parametrize(
+    ("name", "removed", "convs_removed"),
+    [
+        ("vgg11_bn", ["stage5.1", "stage4.1", "stage3.1"], 3),  # paper 1's VGG11_3
+        ("vgg19_bn", ["stage5.3", "stage5.2", "stage5.1", "stage4.3"], 4),  # VGG19_4
+    ],
+)
+def test_vgg_back_to_front_removal_equals_the_papers_variants(name, removed, convs_removed):
+    parent = build_model(name, num_classes=10)
+    child = build_pruned(parent, removed)
+    variant = build_model(name, num_classes=10, convs_removed=convs_removed)
+    assert child.cfg == variant.cfg
+    assert sum(p.numel() for p in child.parameters()) == sum(
+        p.numel() for p in variant.parameters()
+    )
+    # the first unit of stage 5 (512 -> 512) keeps its shape, the first of stage 4 (256 -> 512)
+    # does not; by default the first unit of every stage is kept anyway
+    assert "stage5.0" in removable_layers(parent, keep_stage_first=False)
+    assert "stage4.0" not in removable_layers(parent, keep_stage_first=False)
+    assert "stage5.0" not in removable_layers(parent) and "stage5.1" in removable_layers(parent)
+
+
+def test_first_block_of_a_stage_and_emptying_a_stage_are_refused_on_a_model():
+    net = build_model("resnet20", num_classes=10)  # stem width 16 == stage 1: layer1.0 keeps shape
+    with pytest.raises(
+        ValueError,
+        match=r"layer 'layer1\.0' is not removable: it is the first "
+        r"block of stage 'layer1'.*valid choices.*layer1\.1",
+    ):
+        decide_for_model(net, "explicit", remove=["layer1.0", "layer1.1", "layer1.2"])
+    with pytest.raises(ValueError, match=r"every block of stage 'layer1'.*layer1\.0"):
+        decide_for_model(
+            net, "explicit", remove=["layer1.0", "layer1.1", "layer1.2"], keep_stage_first=False
+        )
+    d = decide_for_model(net, "explicit", remove=["layer1.0", "layer1.1"], keep_stage_first=False)
+    assert build_pruned(net, d.removed).arch_config()["blocks"] == [1, 3, 3]
