@@ -9,8 +9,8 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 # Parallel test processes compete for 2 cores; one thread each avoids oversubscription
 # (measured: 2-thread torch can be 10x slower than 1 thread when another process competes).

@@ -26,18 +26,16 @@ Tests call :func:`analyze` with a composed config.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
+from dnn_modularity.runtime import CONF_DIR
+
 __all__ = ["ANALYSES", "CONF_DIR", "analyze", "main"]
 
 log = logging.getLogger(__name__)
-
-#: Repository ``conf/`` folder (src layout: <repo>/src/dnn_modularity/analyze.py).
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 #: Analysis name -> the ``run(cfg)`` it calls (the configs name the same in ``analysis.fn``).
 ANALYSES = {

@@ -42,8 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 from torch import nn
 
 from dnn_modularity.io import atomic_save_figure, atomic_write_text, write_csv_rows, write_json
@@ -54,7 +53,21 @@ from dnn_modularity.pruning import (
     decide_for_model,
     pruning_costs,
 )
-from dnn_modularity.train import CONF_DIR
+from dnn_modularity.runtime import (
+    CONF_DIR,
+    build_callbacks,
+    build_classifier,
+    build_loggers,
+    build_trainer,
+    configure_torch,
+    default_run_name,
+    finish_wandb,
+    hydra_config,
+    instantiate,
+    is_rank_zero,
+    log_config,
+    prepare_run_dir,
+)
 
 __all__ = [
     "CONF_DIR",
@@ -316,15 +329,7 @@ def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: P
 
 def _eval_trainer(cfg: DictConfig, run_dir: Path) -> Any:
     """A trainer of ``cfg.trainer`` for evaluation only (no loggers, callbacks or checkpoints)."""
-    from dnn_modularity.train import _instantiate
-
-    return _instantiate(
-        cfg.trainer,
-        callbacks=[],
-        logger=False,
-        enable_checkpointing=False,
-        default_root_dir=str(run_dir),
-    )
+    return build_trainer(cfg.trainer, run_dir, enable_checkpointing=False)
 
 
 def _test_acc(trainer: Any, module: Any, datamodule: Any, ckpt_path: str | None = None) -> float:
@@ -335,17 +340,7 @@ def _test_acc(trainer: Any, module: Any, datamodule: Any, ckpt_path: str | None 
 
 def _make_module(cfg: DictConfig, net: nn.Module, datamodule: Any) -> Any:
     """An ``ImageClassifier`` for ``net``'s architecture with ``net``'s weights."""
-    from dnn_modularity.models.classifier import ImageClassifier
-    from dnn_modularity.train import _plain_or_none
-
-    module = ImageClassifier(
-        net_config=bare_model(net).arch_config(),
-        mean=datamodule.mean,
-        std=datamodule.std,
-        optimizer=_plain_or_none(cfg.get("optimizer")),
-        scheduler=_plain_or_none(cfg.get("scheduler")),
-        **OmegaConf.to_container(cfg.get("module") or {}, resolve=True),  # type: ignore[arg-type]
-    )
+    module = build_classifier(cfg, bare_model(net).arch_config(), datamodule)
     module.net.load_state_dict(bare_model(net).state_dict(), strict=True)
     return module
 
@@ -356,16 +351,9 @@ def _finetune(
     """Fine-tune ``module`` with ``cfg.trainer`` + TRAIN's callbacks; test; return the record."""
     import lightning.pytorch as L
 
-    from dnn_modularity.train import _build_callbacks, _instantiate
-
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    callbacks = _build_callbacks(cfg, run_dir)
-    trainer = _instantiate(
-        cfg.trainer,
-        callbacks=callbacks,
-        logger=loggers if loggers else False,
-        default_root_dir=str(run_dir),
-    )
+    callbacks = build_callbacks(cfg.get("callbacks"), run_dir)
+    trainer = build_trainer(cfg.trainer, run_dir, callbacks=callbacks, loggers=loggers)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
     seconds = time.perf_counter() - start
@@ -689,13 +677,6 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
 
     from dnn_modularity.models.classifier import load_classifier
     from dnn_modularity.pruning import RULES
-    from dnn_modularity.train import (
-        _finish_wandb,
-        _hydra_config,
-        _instantiate,
-        _is_rank_zero,
-        _resolve_run_dir,
-    )
 
     if not cfg.get("ckpt_path"):
         raise ValueError("prune needs ckpt_path=<train run>/checkpoints/<file>.ckpt")
@@ -703,21 +684,12 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
     if rule not in (*RULES, SWEEP_RULE):
         raise ValueError(f"unknown pruning rule {rule!r}; valid rules: {[*RULES, SWEEP_RULE]}")
     measure = _check_measure(str(cfg.measure))
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
-    if cfg.get("matmul_precision"):
-        torch.set_float32_matmul_precision(str(cfg.matmul_precision))
-
-    run_dir = _resolve_run_dir(cfg, _hydra_config())
-    with open_dict(cfg):
-        cfg.run_dir = str(run_dir)
-    if _is_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    configure_torch(cfg)
+    run_dir = prepare_run_dir(cfg, hydra_config())
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     parent = load_classifier(str(cfg.ckpt_path))
-    datamodule = _instantiate(cfg.data)
+    datamodule = instantiate(cfg.data)
     datamodule.setup()
     _check_fits(parent, datamodule, str(cfg.ckpt_path))
 
@@ -765,19 +737,16 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
         decisions = [
             decide_for_model(parent.net, rule, **_rule_kwargs(cfg.pruning), **curve_kwargs)
         ]
-    if _is_rank_zero():
+    if is_rank_zero():
         write_json(
             run_dir / "decision.json",
             decisions[0].to_dict() if len(decisions) == 1 else [d.to_dict() for d in decisions],
         )
 
-    from dnn_modularity.train import _build_loggers
-
     loggers: list[Any] = []
     try:
-        loggers = _build_loggers(cfg, run_dir)
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        loggers = build_loggers(cfg.get("logger"), run_dir, default_run_name(cfg, run_dir))
+        log_config(loggers, cfg)
         acc_parent = _test_acc(_eval_trainer(cfg, run_dir), parent, datamodule)
         acc_control: float | None = None
         if bool(cfg.get("finetune_control", False)) and bool(cfg.get("finetune", True)):
@@ -789,21 +758,21 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
 
         rows: list[dict[str, Any]] = []
         sweep_rows: list[dict[str, Any]] = []
+        sweep = rule == SWEEP_RULE
         for decision in decisions:
-            if rule == SWEEP_RULE:
+            # Sweep variants fine-tune in variants/<layer>/ without the run's loggers (their step
+            # counters would clash); their numbers go into the tables, which are logged.
+            row = _prune_and_finetune(
+                cfg,
+                parent=parent,
+                acc_parent=acc_parent,
+                decision=decision,
+                datamodule=datamodule,
+                run_dir=run_dir / "variants" / decision.removed[0] if sweep else run_dir,
+                loggers=[] if sweep else loggers,
+            )
+            if sweep:
                 name = decision.removed[0]
-                sub = run_dir / "variants" / name
-                # Variants fine-tune without the run's loggers (their step counters would clash);
-                # their numbers go into the tables, which are logged.
-                row = _prune_and_finetune(
-                    cfg,
-                    parent=parent,
-                    acc_parent=acc_parent,
-                    decision=decision,
-                    datamodule=datamodule,
-                    run_dir=sub,
-                    loggers=[],
-                )
                 row["rule"] = SWEEP_RULE
                 idx = decision.layers.index(name)
                 sweep_rows.append(
@@ -822,16 +791,6 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
                         "flops_reduction": row["flops_reduction"],
                     }
                 )
-            else:
-                row = _prune_and_finetune(
-                    cfg,
-                    parent=parent,
-                    acc_parent=acc_parent,
-                    decision=decision,
-                    datamodule=datamodule,
-                    run_dir=run_dir,
-                    loggers=loggers,
-                )
             row["acc_parent_ft"] = acc_control
             if sweep_rows and acc_control is not None:
                 sweep_rows[-1]["acc_parent_ft"] = acc_control
@@ -849,7 +808,7 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
             else {"source": curve.source, "measure": measure, "layers": curve.layers},
             "sweep": None,
         }
-        if _is_rank_zero():
+        if is_rank_zero():
             result["table_csv"] = str(
                 write_csv_rows(
                     run_dir / "pruning_table.csv", rows, [*TABLE_COLUMNS, "finetune_seconds"]
@@ -871,7 +830,7 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
             write_json(run_dir / "results.json", result)
         return result
     finally:
-        _finish_wandb(loggers)
+        finish_wandb(loggers)
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="prune")

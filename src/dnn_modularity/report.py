@@ -31,12 +31,12 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from dnn_modularity.io import atomic_save_figure, read_csv_rows, write_csv_rows, write_json
+from dnn_modularity.runtime import CONF_DIR, build_loggers
 
 __all__ = ["ANALYSIS_NAMES", "Job", "build_report", "find_jobs", "main", "report"]
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ANALYSIS_NAMES = ("curve", "adversarial", "dynamics", "difference", "histograms", "ring")
 #: Overrides that identify *where* a job ran rather than *what* it measured.
 _IGNORED_KEYS = ("run_dir", "hydra.", "device", "num_threads", "logger", "batch_size")
@@ -421,10 +421,9 @@ def build_report(
 
 def report(cfg: DictConfig) -> dict[str, Any]:
     """Plain function behind the CLI: ``build_report`` with the config's settings."""
-    from dnn_modularity.analysis.context import build_loggers
-
     out = Path(str(cfg.out_dir)) if cfg.get("out_dir") else Path(str(cfg.dir)) / "report"
-    loggers = build_loggers(cfg.get("logger"), out, f"report-{Path(str(cfg.dir)).name}")
+    # A subfolder: the records own the report folder (CSVLogger would warn about it).
+    loggers = build_loggers(cfg.get("logger"), out / "logs", f"report-{Path(str(cfg.dir)).name}")
     result = build_report(cfg.dir, out, include_nulls=bool(cfg.include_nulls), loggers=loggers)
     log.info("report of %d jobs -> %s", len(result["jobs"]), result["out_dir"])
     return result

@@ -11,17 +11,29 @@ Tests and scripts call the plain `train(cfg)` with a config composed by `hydra.c
 from __future__ import annotations
 
 import logging
-import netrc
-import os
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
-from dnn_modularity.io import atomic_write_text, write_json
+from dnn_modularity.io import write_json
+from dnn_modularity.runtime import (
+    CONF_DIR,
+    build_callbacks,
+    build_classifier,
+    build_loggers,
+    build_trainer,
+    configure_torch,
+    default_run_name,
+    finish_wandb,
+    hydra_config,
+    instantiate,
+    log_config,
+    make_wandb_logger,
+    prepare_run_dir,
+    resolve_wandb_mode,
+)
 
 __all__ = [
     "CONF_DIR",
@@ -32,122 +44,12 @@ __all__ = [
     "train",
 ]
 
-#: The repository's `conf/` folder (src/dnn_modularity/train.py -> repo root / conf).
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-
 #: Hydra launchers under which Lightning's `ddp` re-launch works for sweeps (each SLURM task is a
 #: rank: Lightning reads the ranks from the cluster environment instead of starting processes).
 _DDP_SWEEP_LAUNCHERS = ("SlurmLauncher",)
 
-#: Default folders (inside the run directory) of the checkpoint callbacks with `dirpath: null`.
-_CHECKPOINT_DIRS = {
-    "checkpoint": "checkpoints",
-    "last_checkpoint": "checkpoints",
-    "epoch_checkpoints": "checkpoints/epochs",
-}
-
-
-# --- W&B -------------------------------------------------------------------------------------
-def _wandb_key_configured() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
-    try:
-        auth = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-    return bool(auth and auth[2])
-
-
-def resolve_wandb_mode(mode: str = "auto") -> str:
-    """Resolve "auto": `WANDB_MODE` if set, else online with an API key configured, else offline.
-
-    Args:
-        mode: "auto", "online", "offline" or "disabled".
-
-    Returns:
-        The mode to pass to `wandb.init`.
-    """
-    valid = ("auto", "online", "offline", "disabled")
-    if mode not in valid:
-        raise ValueError(f"wandb mode {mode!r} is not one of {valid}")
-    if mode != "auto":
-        return mode
-    env = os.environ.get("WANDB_MODE", "").strip().lower()
-    if env in ("online", "offline", "disabled", "dryrun"):
-        return "offline" if env == "dryrun" else env
-    return "online" if _wandb_key_configured() else "offline"
-
-
-def make_wandb_logger(
-    save_dir: str | os.PathLike[str] | None = None,
-    project: str = "dnn-modularity",
-    entity: str | None = None,
-    group: str | None = None,
-    name: str | None = None,
-    tags: list[str] | None = None,
-    mode: str = "auto",
-    log_model: bool = False,
-    **kwargs: Any,
-) -> Any:
-    """Lightning `WandbLogger`, offline automatically when no API key is configured.
-
-    Args:
-        save_dir: Folder receiving `wandb/` (the run directory).
-        project: W&B project.
-        entity: W&B entity (team/user); None: the default.
-        group: Run group (the experiment name).
-        name: Run name.
-        tags: Run tags.
-        mode: See `resolve_wandb_mode`.
-        log_model: Upload checkpoints as artifacts (Lightning's option).
-        **kwargs: Passed on to `wandb.init`.
-
-    Returns:
-        A `lightning.pytorch.loggers.WandbLogger`.
-    """
-    from lightning.pytorch.loggers import WandbLogger
-
-    resolved = resolve_wandb_mode(mode)
-    save_dir = Path(save_dir) if save_dir is not None else Path.cwd()
-    save_dir.mkdir(parents=True, exist_ok=True)
-    if resolved == "disabled":
-        kwargs["mode"] = "disabled"
-    return WandbLogger(
-        save_dir=str(save_dir),
-        project=project,
-        entity=entity,
-        group=group,
-        name=name,
-        tags=list(tags) if tags else None,
-        offline=resolved == "offline",
-        log_model=log_model,
-        **kwargs,
-    )
-
-
-def _finish_wandb(loggers: list[Any]) -> None:
-    """Close the W&B run (also after an error) so that the next job of a sweep starts cleanly."""
-    from lightning.pytorch.loggers import WandbLogger
-
-    if not any(isinstance(lg, WandbLogger) for lg in loggers):
-        return
-    try:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish(exit_code=0 if sys.exc_info()[0] is None else 1)
-    except Exception as err:  # closing must never mask the run's own outcome
-        print(f"warning: closing the W&B run failed: {err!r}", file=sys.stderr)
-
 
 # --- validation ------------------------------------------------------------------------------
-def _hydra_config() -> Any | None:
-    from hydra.core.hydra_config import HydraConfig
-
-    return HydraConfig.get() if HydraConfig.initialized() else None
-
-
 def _ddp_relaunches(trainer_cfg: Any) -> bool:
     """True when Lightning would re-launch the script for extra ranks (ddp on >1 device/node)."""
     strategy = str(trainer_cfg.get("strategy", "auto"))
@@ -218,76 +120,6 @@ def check_config(cfg: DictConfig, hydra_cfg: Any | None = None) -> None:
             )
 
 
-# --- assembly --------------------------------------------------------------------------------
-def _resolve_run_dir(cfg: DictConfig, hydra_cfg: Any | None) -> Path:
-    if cfg.get("run_dir"):
-        return Path(str(cfg.run_dir)).resolve()
-    if hydra_cfg is not None:
-        return Path(hydra_cfg.runtime.output_dir).resolve()
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    return (Path("outputs") / str(cfg.get("name", "train")) / stamp).resolve()
-
-
-def _instantiate(node: Any, **kwargs: Any) -> Any:
-    """`hydra.utils.instantiate` that re-raises the target's own error (clearer than Hydra's)."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as err:
-        if err.__cause__ is not None:
-            raise err.__cause__ from None
-        raise
-
-
-def _group(cfg: DictConfig, key: str) -> dict[str, Any]:
-    """A dict-of-objects group (`callbacks`, `logger`) as {name: config}, skipping empties."""
-    node = cfg.get(key)
-    if not node:
-        return {}
-    return {
-        name: sub for name, sub in node.items() if isinstance(sub, DictConfig) and "_target_" in sub
-    }
-
-
-def _plain_or_none(node: Any) -> dict[str, Any] | None:
-    if not node:
-        return None
-    return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
-
-
-def _build_loggers(cfg: DictConfig, run_dir: Path) -> list[Any]:
-    loggers = []
-    for name, node in _group(cfg, "logger").items():
-        overrides: dict[str, Any] = {}
-        if "save_dir" in node and node.save_dir is None:
-            overrides["save_dir"] = str(run_dir)
-        if name == "wandb" and node.get("name") is None:
-            overrides["name"] = f"{cfg.get('name', 'train')}-{run_dir.name}"
-        loggers.append(_instantiate(node, **overrides))
-    return loggers
-
-
-def _build_callbacks(cfg: DictConfig, run_dir: Path) -> list[Any]:
-    callbacks = []
-    for name, node in _group(cfg, "callbacks").items():
-        overrides: dict[str, Any] = {}
-        if "dirpath" in node and node.dirpath is None:
-            sub = _CHECKPOINT_DIRS.get(name, f"checkpoints/{name}")
-            overrides["dirpath"] = str(run_dir / sub)
-        if "output_dir" in node and node.output_dir is None:
-            overrides["output_dir"] = str(run_dir)
-        callbacks.append(_instantiate(node, **overrides))
-    return callbacks
-
-
-def _is_rank_zero() -> bool:
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train a classifier with per-epoch modularity curves, test it, and record everything.
 
@@ -302,49 +134,27 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         ValueError, KeyError, FileNotFoundError: On bad configurations, before training starts.
     """
     import lightning.pytorch as L
-    import torch
 
     from dnn_modularity.callbacks import ModularityMonitor
-    from dnn_modularity.models.classifier import ImageClassifier
 
-    hydra_cfg = _hydra_config()
+    hydra_cfg = hydra_config()
     check_config(cfg, hydra_cfg)
-    run_dir = _resolve_run_dir(cfg, hydra_cfg)
-    with open_dict(cfg):
-        cfg.run_dir = str(run_dir)
-    if _is_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-
-    if cfg.get("num_threads"):
-        # Small CPU models on a shared machine: more threads than free cores makes torch's
-        # OpenMP threads spin against each other (measured: 10x slower epochs).
-        torch.set_num_threads(int(cfg.num_threads))
-    if cfg.get("matmul_precision"):
-        torch.set_float32_matmul_precision(str(cfg.matmul_precision))
+    run_dir = prepare_run_dir(cfg, hydra_cfg)
+    configure_torch(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
-    datamodule = _instantiate(cfg.data)  # raises early on a missing dataset folder
-    module = ImageClassifier(
-        net_config=OmegaConf.to_container(cfg.model, resolve=True),  # type: ignore[arg-type]
-        mean=datamodule.mean,
-        std=datamodule.std,
-        optimizer=_plain_or_none(cfg.get("optimizer")),
-        scheduler=_plain_or_none(cfg.get("scheduler")),
-        **OmegaConf.to_container(cfg.get("module") or {}, resolve=True),  # type: ignore[arg-type]
+    datamodule = instantiate(cfg.data)  # raises early on a missing dataset folder
+    module = build_classifier(
+        cfg,
+        OmegaConf.to_container(cfg.model, resolve=True),  # type: ignore[arg-type]
+        datamodule,
     )
-    callbacks = _build_callbacks(cfg, run_dir)
+    callbacks = build_callbacks(cfg.get("callbacks"), run_dir)
     loggers: list[Any] = []
     try:
-        loggers = _build_loggers(cfg, run_dir)
-        for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        trainer = _instantiate(
-            cfg.trainer,
-            callbacks=callbacks,
-            logger=loggers if loggers else False,
-            default_root_dir=str(run_dir),
-        )
+        loggers = build_loggers(cfg.get("logger"), run_dir, default_run_name(cfg, run_dir))
+        log_config(loggers, cfg)
+        trainer = build_trainer(cfg.trainer, run_dir, callbacks=callbacks, loggers=loggers)
         start = time.perf_counter()
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
         fit_seconds = time.perf_counter() - start
@@ -388,7 +198,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             write_json(run_dir / "results.json", result)
         return result
     finally:
-        _finish_wandb(loggers)
+        finish_wandb(loggers)
 
 
 def _one_console_handler() -> None:

@@ -16,43 +16,37 @@ from dnn_modularity.report import build_report, find_jobs, swept_settings
 REPO = CONF_DIR.parent
 
 
+def _run_module(module: str, *args: str) -> None:
+    """`python -m module args...` from the repository root, one OpenMP thread; must succeed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.mark.slow
 def test_report_rebuilds_the_n_ablation_from_a_multirun(tmp_path):
     sweep = tmp_path / "sweep"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "dnn_modularity.analyze",
-            "-m",
-            "analysis=curve",
-            "model=resnet20",
-            "probe.n=50,80",
-            "analysis.repeats=2",
-            "analysis.random_init=false",
-            "num_threads=1",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
+    _run_module(
+        "dnn_modularity.analyze",
+        "-m",
+        "analysis=curve",
+        "model=resnet20",
+        "probe.n=50,80",
+        "analysis.repeats=2",
+        "analysis.random_init=false",
+        "num_threads=1",
+        f"hydra.sweep.dir={sweep}",
     )
-    assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = find_jobs(sweep)
     assert len(jobs) == 2 and swept_settings(jobs) == ["probe.n"]
 
-    proc = subprocess.run(
-        [sys.executable, "-m", "dnn_modularity.report", f"dir={sweep}", "include_nulls=true"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_module("dnn_modularity.report", f"dir={sweep}", "include_nulls=true")
     out = sweep / "report"
     width, height = Image.open(out / "curves.png").size
     assert abs(width - 640) < 40 and abs(height - 420) < 40  # one panel of 6.4 x 4.2 in

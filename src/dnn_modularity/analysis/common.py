@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dnn_modularity.callbacks.modularity import layer_key
 from dnn_modularity.io import atomic_save_figure, atomic_write_bytes, write_csv_rows, write_json
 
 __all__ = [
@@ -63,11 +64,6 @@ ROW_COLUMNS: tuple[str, ...] = (
     "key",
     "value",
 )
-
-
-def layer_key(index: int) -> str:
-    """``layer_07`` for the 1-based layer index 7 (the metric-key suffix of the contract)."""
-    return f"layer_{int(index):02d}"
 
 
 def metric_key(measure: str, index: int, prefix: str | None = None) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +18,16 @@ from torch import nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, resolve_device, save_output
 from dnn_modularity.io import atomic_write_text
+from dnn_modularity.runtime import (
+    build_loggers,
+    finish_wandb,
+    hydra_config,
+    instantiate,
+    resolve_run_dir,
+)
 
 __all__ = [
     "Context",
-    "build_loggers",
     "finish",
     "load_context",
     "load_model",
@@ -100,47 +105,6 @@ def _check_model_fits_data(model: nn.Module, dm: Any, where: str) -> None:
             )
 
 
-def _out_dir(cfg: Any, analysis: str) -> Path:
-    if cfg.get("run_dir"):
-        return Path(str(cfg.run_dir))
-    try:
-        from hydra.core.hydra_config import HydraConfig
-
-        return Path(HydraConfig.get().runtime.output_dir)
-    except (ImportError, ValueError):
-        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-        return Path("outputs") / str(cfg.get("name", "analyze")) / analysis / stamp
-
-
-def build_loggers(node: Any, out_dir: Path, run_name: str) -> list[Any]:
-    """Instantiate TRAIN's ``logger`` group (a mapping name -> ``_target_`` node) like train.py.
-
-    ``save_dir: null`` becomes ``<out_dir>/logs``; the W&B run name is ``run_name`` when unset.
-
-    Args:
-        node: ``cfg.logger`` (empty/None: no loggers).
-        out_dir: Run folder.
-        run_name: Default W&B run name.
-    """
-    if not node:
-        return []
-    from hydra.utils import instantiate
-    from omegaconf import DictConfig
-
-    loggers = []
-    for name, spec in node.items():
-        if not (isinstance(spec, DictConfig) and "_target_" in spec):
-            continue
-        kwargs: dict[str, Any] = {}
-        if "save_dir" in spec and spec.save_dir is None:
-            # A subfolder: the records own the run folder (CSVLogger would warn about it).
-            kwargs["save_dir"] = str(out_dir / "logs")
-        if name == "wandb" and spec.get("name") is None:
-            kwargs["name"] = run_name
-        loggers.append(instantiate(spec, **kwargs))
-    return loggers
-
-
 def load_context(cfg: Any, *, need_model: bool = True) -> Context:
     """Build the :class:`Context` of a run from the composed ``analyze`` config.
 
@@ -152,13 +116,11 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
         ValueError: Neither ``ckpt_path`` nor ``model`` given when a model is needed, or model
             and data that do not fit together.
     """
-    from hydra.utils import instantiate
-
     analysis = str(cfg.analysis.name)
     device = resolve_device(cfg.get("device"))
     datamodule = instantiate(cfg.data)
     datamodule.setup()
-    out_dir = _out_dir(cfg, analysis)
+    out_dir = resolve_run_dir(cfg, hydra_config(), default_name="analyze", subdir=analysis)
     out_dir.mkdir(parents=True, exist_ok=True)
     model = None
     model_name = "model"
@@ -202,8 +164,11 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
         feature_dtype=_DTYPES[str(dtype_name)] if dtype_name is not None else None,
         class_names=list(class_names) if class_names else None,
         model_name=model_name,
+        # A subfolder: the records own the run folder (CSVLogger would warn about it).
         loggers=build_loggers(
-            cfg.get("logger"), out_dir, f"{cfg.get('name', 'analyze')}-{analysis}-{out_dir.name}"
+            cfg.get("logger"),
+            out_dir / "logs",
+            f"{cfg.get('name', 'analyze')}-{analysis}-{out_dir.name}",
         ),
     )
 
@@ -300,11 +265,7 @@ def log_artifacts(
                 logger.experiment.add_image(f"{prefix}/{name}", image, 0, dataformats="HWC")
         logger.save()
         logger.finalize("success")
-        if kind == "WandbLogger":
-            import wandb
-
-            if wandb.run is not None:  # close it so the next job of a sweep starts cleanly
-                wandb.finish()
+    finish_wandb(loggers)
 
 
 def _cell(value: Any) -> Any:

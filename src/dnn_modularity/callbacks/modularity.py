@@ -69,7 +69,7 @@ FEATURE_MODES = ("auto", "per_layer", "all_layers")
 
 def layer_key(index: int) -> str:
     """Metric-key suffix of a 1-based layer index: 7 -> "layer_07"."""
-    return f"layer_{index:02d}"
+    return f"layer_{int(index):02d}"
 
 
 def rows_to_matrix(

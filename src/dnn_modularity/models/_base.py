@@ -176,6 +176,50 @@ class StagedModel(nn.Module):
         return mapping
 
 
+class StemBlocksModel(StagedModel):
+    """A :class:`StagedModel` made of a ``ConvBNAct`` stem and stages of blocks.
+
+    Its layers are the stem and every block; its constructor takes ``blocks`` (blocks per
+    stage), so a pruned variant is ``arch_config()`` with fewer blocks. Subclasses set ``stem``
+    and implement :meth:`arch_config` and :meth:`_block_is_removable`.
+    """
+
+    stem: ConvBNAct
+
+    def tap_points(self, mode: str = "block") -> list[tuple[str, nn.Module]]:
+        """``block``: stem + every block; ``official``: ``stem.conv`` (pre-BN) + every block."""
+        if check_tap_mode(mode) == "block":
+            first: tuple[str, nn.Module] = ("stem", self.stem)
+        else:
+            first = ("stem.conv", self.stem.conv)
+        return [first] + [nb for stage in self.stage_blocks() for nb in stage]
+
+    def _kwargs_for_kept(self, kept: list[list[int]]) -> dict[str, Any]:
+        return {**self.arch_config(), "blocks": [len(k) for k in kept]}
+
+
+class ResNetStages(StemBlocksModel):
+    """The CIFAR ResNets' common base (projection and option-A shortcuts).
+
+    Subclasses set ``name``, ``num_classes``, ``in_channels``, ``blocks`` (blocks per stage) and
+    ``stem``, and say which blocks are removable (:meth:`_block_is_removable`).
+    """
+
+    name: str
+    num_classes: int
+    in_channels: int
+    blocks: list[int]
+
+    def arch_config(self) -> dict[str, Any]:
+        """``{"name", "num_classes", "in_channels", "blocks"}``; ``build_model(**cfg)`` rebuilds."""
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "blocks": list(self.blocks),
+        }
+
+
 class ConvBNAct(nn.Module):
     """Conv-BN-activation unit: a "layer" of VGG (paper 1 Sec. 3.2) and the ResNet stems.
 

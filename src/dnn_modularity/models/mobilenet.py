@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ._base import ConvBNAct, StagedModel, as_int_list, check_tap_mode, init_weights
+from ._base import ConvBNAct, StemBlocksModel, as_int_list, init_weights
 
 __all__ = ["CifarMobileNetV2", "InvertedResidual", "mobilenet_v2"]
 
@@ -86,7 +86,7 @@ class InvertedResidual(nn.Module):
         return x + out if self.use_residual else out
 
 
-class CifarMobileNetV2(StagedModel):
+class CifarMobileNetV2(StemBlocksModel):
     """MobileNetV2 for 32×32 inputs (names and taps in the module docstring).
 
     Args:
@@ -138,14 +138,6 @@ class CifarMobileNetV2(StagedModel):
             x = getattr(self, stage)(x)
         return self.classifier(torch.flatten(self.avgpool(self.head(x)), 1))
 
-    def tap_points(self, mode: str = "block") -> list[tuple[str, nn.Module]]:
-        """``block``: stem + every block; ``official``: ``stem.conv`` (pre-BN) + every block."""
-        if check_tap_mode(mode) == "block":
-            first: tuple[str, nn.Module] = ("stem", self.stem)
-        else:
-            first = ("stem.conv", self.stem.conv)
-        return [first] + [nb for stage in self.stage_blocks() for nb in stage]
-
     def arch_config(self) -> dict[str, Any]:
         """``{"name", "num_classes", "in_channels", "width_mult", "blocks"}``.
 
@@ -161,9 +153,6 @@ class CifarMobileNetV2(StagedModel):
 
     def _block_is_removable(self, block: nn.Module) -> bool:
         return isinstance(block, InvertedResidual) and block.use_residual
-
-    def _kwargs_for_kept(self, kept: list[list[int]]) -> dict[str, Any]:
-        return {**self.arch_config(), "blocks": [len(k) for k in kept]}
 
 
 def mobilenet_v2(

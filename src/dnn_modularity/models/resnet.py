@@ -31,12 +31,10 @@ Small inputs: the pooling is adaptive, so 8×8 and 16×16 inputs work (stage 4 s
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
-from ._base import ConvBNAct, StagedModel, as_int_list, check_tap_mode, init_weights
+from ._base import ConvBNAct, ResNetStages, as_int_list, init_weights
 
 __all__ = [
     "BasicBlock",
@@ -118,7 +116,7 @@ _SPECS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int]]] = {
 }
 
 
-class CifarResNet(StagedModel):
+class CifarResNet(ResNetStages):
     """CIFAR ResNet with projection shortcuts (names and taps in the module docstring).
 
     Args:
@@ -165,28 +163,8 @@ class CifarResNet(StagedModel):
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
-    def tap_points(self, mode: str = "block") -> list[tuple[str, nn.Module]]:
-        """``block``: stem + every block; ``official``: ``stem.conv`` (pre-BN) + every block."""
-        if check_tap_mode(mode) == "block":
-            first: tuple[str, nn.Module] = ("stem", self.stem)
-        else:
-            first = ("stem.conv", self.stem.conv)
-        return [first] + [nb for stage in self.stage_blocks() for nb in stage]
-
-    def arch_config(self) -> dict[str, Any]:
-        """``{"name", "num_classes", "in_channels", "blocks"}``; ``build_model(**cfg)`` rebuilds."""
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-            "blocks": list(self.blocks),
-        }
-
     def _block_is_removable(self, block: nn.Module) -> bool:
         return isinstance(block.shortcut, nn.Identity)
-
-    def _kwargs_for_kept(self, kept: list[list[int]]) -> dict[str, Any]:
-        return {**self.arch_config(), "blocks": [len(k) for k in kept]}
 
 
 def _build(name: str, num_classes: int, in_channels: int, blocks: list[int] | None) -> CifarResNet:

@@ -25,13 +25,11 @@ digits) work: the stages give 8×8 -> 4×4 -> 2×2 maps.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import ConvBNAct, StagedModel, as_int_list, check_tap_mode, init_weights
+from ._base import ConvBNAct, ResNetStages, as_int_list, init_weights
 
 __all__ = [
     "BasicBlockA",
@@ -104,7 +102,7 @@ class BasicBlockA(nn.Module):
         return self.relu2(out + self.shortcut(x))
 
 
-class CifarResNetA(StagedModel):
+class CifarResNetA(ResNetStages):
     """CIFAR ResNet with option-A shortcuts (see the module docstring for names and taps).
 
     Args:
@@ -149,29 +147,8 @@ class CifarResNetA(StagedModel):
         x = self.layer3(self.layer2(self.layer1(x)))
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
-    def tap_points(self, mode: str = "block") -> list[tuple[str, nn.Module]]:
-        """``block``: stem + every block; ``official``: ``stem.conv`` (pre-BN) + every block."""
-        first = (
-            ("stem", self.stem)
-            if check_tap_mode(mode) == "block"
-            else ("stem.conv", self.stem.conv)
-        )
-        return [first] + [nb for stage in self.stage_blocks() for nb in stage]
-
-    def arch_config(self) -> dict[str, Any]:
-        """``{"name", "num_classes", "in_channels", "blocks"}``; ``build_model(**cfg)`` rebuilds."""
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-            "blocks": list(self.blocks),
-        }
-
     def _block_is_removable(self, block: nn.Module) -> bool:
         return isinstance(block, BasicBlockA) and isinstance(block.shortcut, nn.Identity)
-
-    def _kwargs_for_kept(self, kept: list[list[int]]) -> dict[str, Any]:
-        return {**self.arch_config(), "blocks": [len(k) for k in kept]}
 
 
 def _build(name: str, num_classes: int, in_channels: int, blocks: list[int] | None) -> CifarResNetA:
