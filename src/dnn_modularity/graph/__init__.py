@@ -1,0 +1,42 @@
+"""The engine: similarity graphs of samples' features and their modularity (pure torch, CPU/GPU).
+
+Paper 1 (Lu et al. 2022) measures, per layer, the Newman modularity of a k-NN graph of the samples'
+flattened features with the classes as communities: :func:`knn_modularity` (= :func:`knn_graph` +
+:func:`modularity`). Paper 2 ("Understanding the class separation process of CNNs") uses all-pairs
+similarity histograms (:func:`similarity_histogram`), the top-|E| subgraph
+(:func:`top_edges_graph`) and M = r × AQ × (1 − EQ) (:func:`class_separation`). Linear CKA and
+|M_i − M_j| compare layers (paper 1, Fig. 8). No function here builds an N×N matrix beyond one
+block of rows (CKA's Gram matrices excepted).
+"""
+
+from dnn_modularity.graph.cka import cka_matrix, linear_cka, modularity_difference
+from dnn_modularity.graph.knn import Graph, knn_graph, top_edges_graph
+from dnn_modularity.graph.modularity import (
+    ClassSeparation,
+    class_separation,
+    knn_modularity,
+    modularity,
+)
+from dnn_modularity.graph.similarity import (
+    SimilarityHistogram,
+    normalize_features,
+    similarity_histogram,
+)
+from dnn_modularity.graph.validation import METRICS
+
+__all__ = [
+    "METRICS",
+    "ClassSeparation",
+    "Graph",
+    "SimilarityHistogram",
+    "cka_matrix",
+    "class_separation",
+    "knn_graph",
+    "knn_modularity",
+    "linear_cka",
+    "modularity",
+    "modularity_difference",
+    "normalize_features",
+    "similarity_histogram",
+    "top_edges_graph",
+]

@@ -1,0 +1,435 @@
+"""k-NN graph (paper 1, Sec. 3.2) and top-|E| "important relationship subgraph" (paper 2).
+
+Both are computed from strips S_I = X_I X_{i0:}ᵀ (a block of rows I times every later row; X the
+row-normalised features), each used for its rows and, transposed, for its columns: the upper
+triangle of the symmetric N×N product, about half its matmul work, with only one strip plus
+O(N·k) (resp. O(|E|)) running candidates in memory.
+
+Exactness. The k-NN graph is the graph of paper 1's official code: the similarity diagonal is 0
+(not -inf), each row keeps the k columns that ``heapq.nlargest(k, range(N), row.take)`` keeps
+(largest value first, among equal values the lower column index), and the directed matrix A is
+symmetrised as (A + Aᵀ)/2. Candidates are merged as int64 sort keys
+(:mod:`~dnn_modularity.graph.keys`) whose order is heapq's, so ties are broken exactly as the
+official code breaks them, whatever the order in which candidates arrive.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from dnn_modularity.graph.edges import Graph, symmetrize
+from dnn_modularity.graph.keys import INT64_MIN, MAX_INDEX, decode_keys, sort_keys
+from dnn_modularity.graph.screen import ScreenBound, pair_similarities, to_bf16
+from dnn_modularity.graph.similarity import (
+    block_bounds,
+    iter_similarity_strips,
+    normalize_features,
+    resolve_block_size,
+    strict_matmul_precision,
+    strip_buffer_size,
+)
+from dnn_modularity.graph.validation import (
+    check_block_size,
+    check_k,
+    check_metric,
+    check_num_edges,
+)
+
+__all__ = ["Graph", "graph_from_knn_keys", "knn_graph", "knn_keys", "top_edges_graph"]
+
+
+def _group_layout(width: int, k: int) -> tuple[int, int, int]:
+    """Split ``width`` columns into strided groups for the group-maximum filter.
+
+    Returns:
+        ``(group, n_groups, main)``: column c < main belongs to group c mod n_groups, so group
+        maxima are elementwise maxima of ``group`` contiguous slabs (one vectorised pass); the
+        ``width - main`` tail columns are handled one by one. n_groups is a multiple of 64 (the
+        reductions are only vectorised then) and at least 4(k+1); group = 1 means no grouping.
+    """
+    n_groups = 64 * max(1, round(width / (64 * 32)), -(-4 * (k + 1) // 64))
+    group = width // n_groups
+    if group < 2:
+        return 1, width, width
+    return group, n_groups, group * n_groups
+
+
+class _KnnState:
+    """Running exact top-k per row: int64 keys (N, k) and the k-th best value (N,) (-inf = <k)."""
+
+    def __init__(self, n: int, k: int, device: torch.device) -> None:
+        self.k = k
+        self.keys = torch.full((n, k), INT64_MIN, dtype=torch.int64, device=device)
+        self.kth = torch.full((n,), float("-inf"), dtype=torch.float32, device=device)
+
+    def merge(self, rows: Tensor, keys: Tensor) -> None:
+        """Merge candidate ``keys`` of (global) ``rows``: keep each row's k largest keys."""
+        if rows.numel() == 0:
+            return
+        k = self.k
+        rows, order = torch.sort(rows, stable=True)
+        keys = keys[order]
+        urows, inverse, counts = torch.unique_consecutive(
+            rows, return_inverse=True, return_counts=True
+        )
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(inverse.numel(), device=rows.device) - starts[inverse]
+        table = torch.full(
+            (urows.numel(), k + int(counts.max())),
+            INT64_MIN,
+            dtype=torch.int64,
+            device=rows.device,
+        )
+        table[:, :k] = self.keys[urows]
+        table[inverse, k + slot] = keys
+        best = table.topk(k, dim=1).values  # sorted: best[:, -1] is the k-th key
+        self.keys[urows] = best
+        kth_key = best[:, -1]
+        kth_value = decode_keys(kth_key)[0]
+        self.kth[urows] = torch.where(kth_key == INT64_MIN, float("-inf"), kth_value)
+
+
+def _round_down(limit: Tensor, dtype: torch.dtype) -> Tensor:
+    """float32 ``limit`` as ``dtype``, rounded down, so ``v >= result`` whenever ``v >= limit``."""
+    if dtype == torch.float32:
+        return limit
+    # one relative step of the 8-bit significand below, then round to nearest: never above
+    lowered = limit - limit.abs() * 2.0**-7 - 2.0**-120
+    return lowered.to(dtype)
+
+
+def _kth_largest(values: Tensor, k: int, dim: int) -> Tensor:
+    """k-th largest entry along ``dim`` (counting repeated values), as float32."""
+    if k > 4:
+        return values.topk(k, dim=dim, sorted=False).values.amin(dim=dim).to(torch.float32)
+    # k rounds of max-and-remove: ~2x faster than topk for small k on CPUs
+    work = values.to(torch.float32, copy=True)
+    for _ in range(k - 1):
+        idx = work.argmax(dim=dim, keepdim=True)
+        work.scatter_(dim, idx, float("-inf"))
+    return work.amax(dim=dim)
+
+
+def _strip_candidates(
+    s: Tensor,
+    c_lo: int,
+    lower: Tensor,
+    k: int,
+    transposed: bool,
+    first: bool,
+    bound: ScreenBound,
+) -> Tensor:
+    """Entries of a strip that may enter their row's top-k.
+
+    The view is ``s[:, c_lo:]`` (rows of the strip) or its transpose (``transposed``: the strip's
+    columns as rows). ``lower`` holds lower bounds on each view row's final k-th best exact
+    similarity; an entry whose exact value cannot reach it is not among that row's k nearest
+    neighbours. Group maxima find the few groups of columns that hold such entries with one
+    vectorised max pass. On a row's first strip (``first``) the k-th largest group maximum is a
+    lower bound too (k distinct entries reach it), which makes the filter tight at once.
+
+    Args:
+        s: Contiguous (R, W) strip (float32, or bf16 when screening).
+        c_lo: First strip column of the view.
+        lower: float32 lower bounds, one per view row (-inf where unknown).
+        k: Neighbours per row.
+        transposed: The view's rows are the strip's columns c_lo.. .
+        first: These view rows have not been seen before.
+        bound: Screened-to-exact error bound.
+
+    Returns:
+        LongTensor (P,) of positions in ``s.view(-1)``.
+    """
+    r_s, w_s = s.shape
+    part = s[:, c_lo:]
+    width = r_s if transposed else w_s - c_lo
+    group, n_groups, main = _group_layout(width, k)
+    if group == 1:
+        gmax = part  # every column is its own group
+    elif transposed:
+        gmax = part[:main].unflatten(0, (group, n_groups)).amax(0)  # (n_groups, rows)
+    else:
+        gmax = part[:, :main].unflatten(1, (group, n_groups)).amax(1)  # (rows, n_groups)
+    if first and n_groups >= k:
+        # The k largest group maxima are k distinct entries: the k-th is a lower bound.
+        lower = torch.maximum(lower, bound.lower(_kth_largest(gmax, k, 0 if transposed else 1)))
+    limit = _round_down(bound.limit(lower), s.dtype)  # compare in s's dtype: no promoted copies
+    if transposed:
+        grp, a = (gmax >= limit.unsqueeze(0)).nonzero().unbind(1)
+    else:
+        a, grp = (gmax >= limit.unsqueeze(1)).nonzero().unbind(1)
+    # Members of the candidate groups as flat positions in s (a: row of the view).
+    members = grp.unsqueeze(1) + torch.arange(0, main, n_groups, device=s.device)
+    if transposed:
+        flat = members * w_s + (a + c_lo).unsqueeze(1)
+    else:
+        flat = (members + c_lo) + (a * w_s).unsqueeze(1)
+    s_flat = s.view(-1)
+    flat = flat.masked_select(s_flat.take(flat) >= limit[a].unsqueeze(1))
+    if main < width:
+        tail = part[main:].T if transposed else part[:, main:]
+        ta, tb = (tail >= limit.unsqueeze(1)).nonzero().unbind(1)
+        tail_flat = (tb + main) * w_s + ta + c_lo if transposed else ta * w_s + tb + main + c_lo
+        flat = torch.cat([flat, tail_flat])
+    return flat
+
+
+class _StripSweep:
+    """Runs the strip sweep of :func:`knn_keys` (bf16-screened or float32)."""
+
+    # A screened strip is recomputed in float32 (and screening stopped) when more than this
+    # fraction of its entries are candidates: the recomputations would then cost more than the
+    # bf16 matmul saves (similarities spread less than the bf16 error, e.g. very high D). On a
+    # CPU a recomputation costs ~2·D·4 bytes of memory traffic (~0.4·D ns) and the bf16 matmul
+    # saves ~0.011·D ns per entry: break-even near 3%.
+    MAX_SCREENED_FRACTION = 1 / 32
+
+    def __init__(self, x: Tensor, k: int, block_size: int, screen: bool) -> None:
+        n, dim = x.shape
+        self.x = x
+        self.state = _KnnState(n, k, x.device)
+        self.bounds = block_bounds(n, block_size)
+        self.exact_bound = ScreenBound(dim, None)
+        self.xs: Tensor | None = None
+        self.screen_bound = self.exact_bound
+        if screen:
+            self.xs, r_max = to_bf16(x)
+            self.screen_bound = ScreenBound(dim, r_max)
+        self.buffers: dict[torch.dtype, Tensor] = {}
+
+    def _strip(self, rows: Tensor, i0: int, i1: int) -> Tensor:
+        """S = rows[i0:i1] rows[i0:]ᵀ in a reused buffer, with the zeroed diagonal."""
+        n = rows.shape[0]
+        if rows.dtype not in self.buffers:
+            size = strip_buffer_size(self.bounds)
+            self.buffers[rows.dtype] = torch.empty(size, dtype=rows.dtype, device=rows.device)
+        s = self.buffers[rows.dtype][: (i1 - i0) * (n - i0)].view(i1 - i0, n - i0)
+        torch.mm(rows[i0:i1], rows[i0:].T, out=s)
+        s[:, : i1 - i0].fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
+        return s
+
+    def _candidates(self, s: Tensor, i0: int, i1: int, bound: ScreenBound) -> list[Tensor]:
+        """Flat positions in S of the candidates of rows I and of the later rows (columns)."""
+        k, kth, first = self.state.k, self.state.kth, i0 == 0
+        parts = [_strip_candidates(s, 0, kth[i0:i1], k, False, first, bound)]
+        if i1 < self.x.shape[0]:
+            parts.append(_strip_candidates(s, i1 - i0, kth[i1:], k, True, first, bound))
+        return parts
+
+    def _merge(self, parts: list[Tensor], values: Tensor, i0: int, width: int) -> None:
+        flat = torch.cat(parts)
+        r, c = flat // width + i0, flat % width + i0
+        sizes = [p.numel() for p in parts]
+        for part, (rr, cc, v) in enumerate(
+            zip(r.split(sizes), c.split(sizes), values.split(sizes), strict=True)
+        ):
+            if part == 0:
+                self.state.merge(rr, sort_keys(v, cc))
+            else:
+                self.state.merge(cc, sort_keys(v, rr))
+
+    def process(self, i0: int, i1: int) -> None:
+        """Compute the strip of rows i0:i1 and merge its candidates into all rows it touches."""
+        if self.xs is not None:
+            s = self._strip(self.xs, i0, i1)
+            parts = self._candidates(s, i0, i1, self.screen_bound)
+            flat = torch.cat(parts)
+            if flat.numel() <= s.numel() * self.MAX_SCREENED_FRACTION:
+                # Recompute each distinct pair once in float32 (a pair may be a candidate both
+                # ways); its value then depends only on its two rows.
+                width = s.shape[1]
+                code, inverse = torch.unique(flat, return_inverse=True)
+                rows, cols = code // width, code % width
+                exact = pair_similarities(self.x[i0:i1], self.x[i0:], rows, cols)
+                exact.masked_fill_(rows == cols, 0.0)  # the zeroed diagonal
+                self._merge(parts, exact[inverse], i0, width)
+                return
+            self.xs = None  # bf16 cannot separate these similarities: float32 from now on
+            self.buffers.pop(torch.bfloat16, None)
+        s = self._strip(self.x, i0, i1)
+        parts = self._candidates(s, i0, i1, self.exact_bound)
+        self._merge(parts, s.view(-1).take(torch.cat(parts)), i0, s.shape[1])
+
+
+def _screening_pays(x: Tensor, k: int) -> bool:
+    """Probe whether bf16 screening separates these similarities well enough to pay.
+
+    The first 128 rows against the first 4096 rows, in bf16, with the first-strip filter: when
+    more than ``_StripSweep.MAX_SCREENED_FRACTION`` of the entries remain candidates (the
+    similarities spread less than the bf16 error, as in very high-dimensional noise), the
+    float32 recomputations would cost more than the bf16 matmul saves. Costs ~1% of the sweep.
+    """
+    n, dim = x.shape
+    rows, cols = min(128, n), min(4096, n)
+    probe, r_max = to_bf16(x[:cols])
+    bound = ScreenBound(dim, r_max)
+    with strict_matmul_precision():
+        s = probe[:rows] @ probe.T
+    s[:, :rows].fill_diagonal_(0.0)
+    lower = torch.full((rows,), float("-inf"), device=x.device)
+    candidates = _strip_candidates(s, 0, lower, k, False, True, bound).numel()
+    return candidates <= s.numel() * _StripSweep.MAX_SCREENED_FRACTION
+
+
+def knn_keys(x: Tensor, k: int, block_size: int, screen: bool | None = None) -> Tensor:
+    """Exact k-NN selection over row-normalised features, as int64 keys.
+
+    Implements steps 3-4 of the official algorithm of paper 1 (similarity with a zero diagonal,
+    per-row ``heapq.nlargest``) by strips: the strip S = X_I X_{i0:}ᵀ of each block of rows I
+    updates the running top-k of rows I (its rows) and of every later row (its columns), so every
+    pair is computed once. Only entries that can still enter a row's top-k (not below its current
+    k-th best) are extracted.
+
+    With ``screen``, strips are computed by a bf16 matmul (~2× the float32 speed on CPUs with
+    bf16 dot-product units, far more on GPUs) and every entry that could be in the top-k given the
+    rigorous error bound of :class:`ScreenBound` is recomputed in float32, so the selection is
+    exact with respect to float32 similarities (those computed by a float32 dot product instead of
+    a float32 matmul, which may round differently in the last bit). When a strip yields more
+    candidates than 1/64 of its entries (the similarities spread less than the bf16 error, as in
+    very high-dimensional noise), the sweep switches to float32 strips for the rest.
+
+    Args:
+        x: float32 (N, D) row-normalised features.
+        k: Neighbours per row, 1 <= k < N.
+        block_size: Rows per strip.
+        screen: Use the bf16 screen (None: when N >= 4096 and D >= 256, where the matmul
+            dominates, and a small probe shows that bf16 separates the similarities).
+
+    Returns:
+        int64 (N, k) keys (see :func:`sort_keys`) of each row's k neighbours; row i may contain i
+        itself (similarity 0) when fewer than k other columns are larger.
+    """
+    n, dim = x.shape
+    if n > MAX_INDEX:
+        raise ValueError(f"at most {MAX_INDEX} samples are supported, got N = {n}")
+    if screen is None:
+        screen = n >= 4096 and dim >= 256 and _screening_pays(x, k)
+    sweep = _StripSweep(x, k, block_size, screen)
+    with strict_matmul_precision():
+        for i0, i1 in itertools.pairwise(sweep.bounds):
+            sweep.process(i0, i1)
+    return sweep.state.keys
+
+
+def graph_from_knn_keys(keys: Tensor) -> Graph:
+    """Build the symmetrised k-NN graph from :func:`knn_keys` output (steps 4-6 of paper 1's code).
+
+    Entries that point to the row itself or have similarity 0 are not edges (the official code's
+    ``networkx.from_numpy_array`` skips zero entries).
+    """
+    n, k = keys.shape
+    values, cols = decode_keys(keys)
+    rows = torch.arange(n, device=keys.device).unsqueeze(1).expand(n, k)
+    keep = (cols != rows) & (values != 0)
+    return symmetrize(n, rows[keep], cols[keep], values[keep])
+
+
+def knn_graph(
+    features: Any, k: int = 3, metric: str = "cosine", block_size: int | None = None
+) -> Graph:
+    """Symmetrised k-NN similarity graph of paper 1 (Sec. 3.2, Eq. 3), as its official code has it.
+
+    Features (N, ...) are flattened to (N, D) and row-normalised (centred first for Pearson); each
+    node keeps its k most similar nodes (the similarity diagonal is 0, so a row with fewer than k
+    positive similarities keeps itself with weight 0, i.e. no edge); equal similarities go to the
+    lower index first; the directed k-NN matrix A is symmetrised as (A + Aᵀ)/2, so a mutual pair
+    keeps weight s and a one-way pair gets s/2.
+
+    Args:
+        features: (N, ...) tensor or array-like, any real dtype, CPU or CUDA.
+        k: Neighbours per node, 1 <= k < N.
+        metric: ``"cosine"`` or ``"pearson"``.
+        block_size: Rows per similarity strip (None = about N/8 within a memory budget).
+            Memory is O(N·D + N·k + block_size·N); the result does not depend on it.
+
+    Returns:
+        The undirected :class:`Graph` (on the features' device).
+
+    Raises:
+        ValueError: Bad features (NaN/inf, wrong shape), N <= k, unknown metric, bad block_size.
+    """
+    check_metric(metric)
+    check_block_size(block_size)
+    x = normalize_features(features, metric)
+    n = x.shape[0]
+    check_k(k, n)
+    keys = knn_keys(x, k, resolve_block_size(block_size, n, x.device))
+    return graph_from_knn_keys(keys)
+
+
+def _top_pairs(
+    values: Tensor, codes: Tensor, best_v: Tensor, best_c: Tensor, num_edges: int
+) -> tuple[Tensor, Tensor]:
+    """The num_edges largest of two candidate sets by (value desc, pair code asc)."""
+    v = torch.cat([best_v, values])
+    c = torch.cat([best_c, codes])
+    if v.numel() <= num_edges:
+        return v, c
+    order = torch.argsort(c)  # codes are unique: this is the tie-break order
+    v, c = v[order], c[order]
+    order = torch.sort(v, descending=True, stable=True).indices[:num_edges]
+    return v[order], c[order]
+
+
+def top_edges_graph(
+    features: Any,
+    num_edges: int = 40000,
+    metric: str = "cosine",
+    block_size: int | None = None,
+) -> Graph:
+    """The "important relationship subgraph" of paper 2 (Sec. 4.1-4.3): the |E| most similar pairs.
+
+    Paper 2 keeps, out of the complete graph of all N(N-1)/2 pairs, the ``num_edges`` edges of
+    greatest cosine similarity (|E| = 40,000 for N = 4,000). Each edge carries its similarity as
+    weight. Equal similarities are ordered by the lower (i, j) pair first (i < j), so the result
+    is deterministic.
+
+    Args:
+        features: (N, ...) features.
+        num_edges: |E|, 1 <= |E| <= N(N-1)/2.
+        metric: ``"cosine"`` or ``"pearson"``.
+        block_size: Rows per similarity strip (None = about N/8 within a memory budget).
+
+    Returns:
+        A :class:`Graph` with exactly ``num_edges`` edges sorted by (src, dst); weights are the
+        float32 similarities as float64 (possibly zero or negative).
+
+    Raises:
+        ValueError: Bad features, metric or block_size, or num_edges > N(N-1)/2.
+    """
+    check_metric(metric)
+    check_block_size(block_size)
+    x = normalize_features(features, metric)
+    n = x.shape[0]
+    check_num_edges(num_edges, n)
+    dev = x.device
+    best_v = torch.empty(0, dtype=torch.float32, device=dev)
+    best_c = torch.empty(0, dtype=torch.int64, device=dev)
+    bsize = resolve_block_size(block_size, n, dev)
+    for i0, _, s in iter_similarity_strips(x, bsize):
+        rows, width = s.shape
+        # the diagonal and lower triangle of the strip's diagonal block are not pairs i < j
+        lower = torch.ones(rows, rows, dtype=torch.bool, device=dev).tril_()
+        s[:, :rows].masked_fill_(lower, float("-inf"))
+        vals = s.view(-1)
+        # Only values >= the current |E|-th best (or the strip's own |E|-th) can enter; ties
+        # with it are kept because a lower pair code may win them.
+        current = best_v.min() if best_v.numel() == num_edges else None
+        sel = None if current is None else (vals >= current).nonzero().squeeze(1)
+        if sel is None or sel.numel() > num_edges:
+            thr = vals.topk(min(num_edges, vals.numel()), sorted=False).values.min()
+            if current is not None:
+                thr = torch.maximum(thr, current)
+            sel = (vals >= thr).nonzero().squeeze(1)
+        sel = sel[vals[sel] > float("-inf")]
+        if sel.numel() == 0:
+            continue
+        codes = (i0 + sel // width) * n + (i0 + sel % width)
+        best_v, best_c = _top_pairs(vals[sel], codes, best_v, best_c, num_edges)
+    order = torch.argsort(best_c)
+    best_v, best_c = best_v[order], best_c[order]
+    return Graph(n, best_c // n, best_c % n, best_v.to(torch.float64))
