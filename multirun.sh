@@ -146,6 +146,10 @@ step_prune() { # paper 1 Figs. 9, 10 and Table 1; paper 2 Table 1 (each variant 
   prune experiment=prune_resnet152_5,prune_resnet152_11,prune_resnet152_16,prune_resnet152_21,prune_resnet152_26,prune_resnet152_30 \
     ckpt_path="$ck/resnet152/checkpoints/last.ckpt" \
     hydra.sweep.dir="$OUT/prune/resnet152" 'hydra.sweep.subdir=${name}'
+  # Fig. 9 right / appendix B: the same cuts of torchvision's ResNet-152 trained on ImageNet50
+  prune experiment=prune_imagenet50_resnet152_5,prune_imagenet50_resnet152_11,prune_imagenet50_resnet152_16,prune_imagenet50_resnet152_21,prune_imagenet50_resnet152_26,prune_imagenet50_resnet152_30 \
+    ckpt_path="$OUT/train/imagenet50/imagenet_resnet152/checkpoints/last.ckpt" \
+    hydra.sweep.dir="$OUT/prune/imagenet50_resnet152" 'hydra.sweep.subdir=${name}'
   # Fig. 10a/b: VGG11_1..3 and the single-unit sweep (dM vs dAcc), CIFAR-10 and CIFAR-100
   prune experiment=prune_vgg11_1,prune_vgg11_2,prune_vgg11_3,prune_vgg11_sweep \
     ckpt_path="$ck/vgg11_bn/checkpoints/last.ckpt" \
@@ -163,13 +167,17 @@ step_prune() { # paper 1 Figs. 9, 10 and Table 1; paper 2 Table 1 (each variant 
     hydra.sweep.dir="$OUT/prune/paper2_criterion1"
 }
 step_fig9() { # Fig. 9 curves of the pruned variants (after step prune) beside their parents
-  local v r
+  local v r i
   v=$(join "$OUT/train/cifar10/vgg19_bn/checkpoints/last.ckpt" \
     "$OUT"/prune/vgg19/prune_vgg19_{1,2,3,4,5,6}/checkpoints/last.ckpt)
   r=$(join "$OUT/train/cifar10/resnet152/checkpoints/last.ckpt" \
     "$OUT"/prune/resnet152/prune_resnet152_{5,11,16,21,26,30}/checkpoints/last.ckpt)
+  i=$(join "$OUT/train/imagenet50/imagenet_resnet152/checkpoints/last.ckpt" \
+    "$OUT"/prune/imagenet50_resnet152/prune_imagenet50_resnet152_{5,11,16,21,26,30}/checkpoints/last.ckpt)
   analyze experiment=fig4_curves ckpt_path="$v" hydra.sweep.dir="$OUT/fig9/vgg19"
   analyze experiment=fig4_curves ckpt_path="$r" hydra.sweep.dir="$OUT/fig9/resnet152"
+  analyze experiment=fig4_curves data=imagenet50 ckpt_path="$i" \
+    hydra.sweep.dir="$OUT/fig9/imagenet50_resnet152"
 }
 
 # --- 5. reports: combined CSVs and comparison figures of every sweep ---------------------------

@@ -412,12 +412,15 @@ def bare_model(net: nn.Module) -> nn.Module:
 
     Raises:
         ValueError: when no wrapped module declares ``removable_layers`` (the model zoo's
-            staged CIFAR networks and MobileNetV2 do; the torchvision ImageNet wrappers do not).
+            staged CIFAR networks, MobileNetV2 and the ImageNet ResNets do; the torchvision
+            ImageNet VGG-BNs do not, and the message says why).
     """
     seen = net
+    reason = ""
     for _ in range(8):  # wrappers nest a few levels at most
         if hasattr(seen, "removable_layers") and hasattr(seen, "layer_mapping"):
             return seen
+        reason = reason or str(getattr(seen, "not_prunable_reason", ""))
         for attr in ("module", "_orig_mod", "net"):
             inner = getattr(seen, attr, None)
             if isinstance(inner, nn.Module):
@@ -425,10 +428,11 @@ def bare_model(net: nn.Module) -> nn.Module:
                 break
         else:
             break
+    why = f"{reason}. " if reason else ""
     raise ValueError(
-        f"{type(net).__name__} cannot be layer-pruned: no wrapped module declares "
-        "removable_layers()/without_layers()/layer_mapping() (the staged CIFAR models of "
-        "dnn_modularity.models do)"
+        f"{type(net).__name__} cannot be layer-pruned: {why}No wrapped module declares "
+        "removable_layers()/without_layers()/layer_mapping() (the staged CIFAR models, "
+        "mobilenet_v2 and the imagenet_resnet* models of dnn_modularity.models do)"
     )
 
 

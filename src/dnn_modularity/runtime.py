@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dnn_modularity.io import atomic_write_text
@@ -294,7 +295,7 @@ def build_classifier(cfg: DictConfig, net_config: dict[str, Any], datamodule: An
     """
     from dnn_modularity.models.classifier import ImageClassifier
 
-    return ImageClassifier(
+    module = ImageClassifier(
         net_config=net_config,
         mean=datamodule.mean,
         std=datamodule.std,
@@ -302,6 +303,11 @@ def build_classifier(cfg: DictConfig, net_config: dict[str, Any], datamodule: An
         scheduler=plain_or_none(cfg.get("scheduler")),
         **OmegaConf.to_container(cfg.get("module") or {}, resolve=True),  # type: ignore[arg-type]
     )
+    # Lightning's model summary counts FLOPs and shapes only with an example input
+    # (otherwise it prints "Total FLOPs: 0"): one image of the data's size.
+    size = int(datamodule.image_size)
+    module.example_input_array = torch.zeros(1, int(datamodule.in_channels), size, size)
+    return module
 
 
 # --- W&B -------------------------------------------------------------------------------------

@@ -8,12 +8,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from torch import nn
+from torchvision.models import resnet as tv_resnet
 
 from dnn_modularity.models import (
     Normalized,
     available_models,
     build_model,
     imagenet_resnet18,
+    imagenet_resnet152,
     mobilenet_v2,
     resnet18,
     resnet56,
@@ -108,6 +110,77 @@ def test_imagenet_weights_are_validated_without_download() -> None:
         build_model("imagenet_resnet18", weights="IMAGENET1K_V1", in_channels=1)
     with torch.device("meta"):
         assert build_model("imagenet_vgg16_bn").arch_config()["weights"] is None
+
+
+@pytest.mark.parametrize("k", [0, 30, 26, 21, 16, 11, 5])
+def test_imagenet_res152_variants_equal_torchvision(k: int) -> None:
+    """Paper 1's ImageNet50 Res152_k is torchvision's ResNet(Bottleneck, [3, 8, 36 - k, 3])."""
+    blocks = [3, 8, 36 - k, 3]
+    with torch.device("meta"):
+        model = imagenet_resnet152(num_classes=50, blocks=blocks)
+        reference = tv_resnet.ResNet(tv_resnet.Bottleneck, blocks, num_classes=50)
+    assert n_params(model) == n_params(reference)
+    # the same module tree, so torchvision state_dicts of that depth load unchanged
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
+    # stage-3 identity bottleneck (1x1 1024->256, 3x3 256->256, 1x1 256->1024, three BNs)
+    block = 1024 * 256 + 256 * 256 * 9 + 256 * 1024 + 2 * (256 + 256 + 1024)
+    assert n_params(model) == 58_246_258 - k * block
+    names = [n for n, _ in model.tap_points("block")]
+    assert len(names) == 51 - k and names[0] == "relu" and names[-1] == "layer4.2"
+    assert f"layer3.{35 - k}" in names and f"layer3.{36 - k}" not in names
+    assert model.arch_config()["blocks"] == blocks
+
+
+def test_imagenet_resnet_removal_api_round_trip() -> None:
+    with torch.device("meta"):
+        model = imagenet_resnet18(num_classes=10)
+        # BasicBlock: layer1.0 keeps the stem's 64 channels, so it is removable like the rest
+        # of the identity blocks; the first block of stages 2-4 downsamples.
+        removable = ["layer1.0", "layer1.1", "layer2.1", "layer3.1", "layer4.1"]
+        assert model.removable_layers() == removable
+        assert [[n for n, _ in st] for st in model.stage_blocks()][1] == ["layer2.0", "layer2.1"]
+        cfg = model.without_layers(["layer2.1", "layer4.1"])
+        assert cfg == {
+            "name": "imagenet_resnet18",
+            "num_classes": 10,
+            "weights": None,
+            "in_channels": 3,
+            "blocks": [2, 1, 2, 1],
+        }
+        child = build_model(**cfg)
+        mapping = model.layer_mapping(["layer1.0"])
+    assert mapping["layer1.1"] == "layer1.0" and "layer1.0" not in mapping  # removed
+    assert {mapping[k] for k in ("conv1", "bn1", "maxpool", "fc")} == {
+        "conv1",
+        "bn1",
+        "maxpool",
+        "fc",
+    }
+    assert [n for n, _ in child.tap_points("official")] == [
+        "conv1",
+        "layer1.0",
+        "layer1.1",
+        "layer2.0",
+        "layer3.0",
+        "layer3.1",
+        "layer4.0",
+    ]
+    with pytest.raises(ValueError, match=r"layer2\.0.*cannot be removed.*removable layers"):
+        model.without_layers(["layer2.0"])
+    with pytest.raises(ValueError, match=r"unknown layers \['layer5\.0'\]"):
+        model.layer_mapping(["layer5.0"])
+
+
+def test_imagenet_resnet_blocks_are_validated_and_weights_need_the_default_depth() -> None:
+    with pytest.raises(ValueError, match="4 entries"):
+        imagenet_resnet152(blocks=[3, 8, 6])
+    with pytest.raises(ValueError, match="positive integers"):
+        imagenet_resnet152(blocks=[3, 8, 0, 3])
+    # refused before anything is downloaded
+    with pytest.raises(ValueError, match=r"default blocks \[3, 8, 36, 3\].*blocks=\[3, 8, 6, 3\]"):
+        imagenet_resnet152(weights="DEFAULT", blocks=[3, 8, 6, 3])
 
 
 # ----------------------------------------------------------------------------- pruned variants
@@ -230,6 +303,7 @@ def test_yaml_configs_build_through_build_model() -> None:
     expected = set(available_models()) | {f"vgg19_bn_{k}" for k in range(1, 7)}
     expected |= {f"vgg11_bn_{k}" for k in range(1, 4)}
     expected |= {f"resnet152_{k}" for k in (30, 26, 21, 16, 11, 5)} | {"resnet56_pruned"}
+    expected |= {f"imagenet_resnet152_{k}" for k in (30, 26, 21, 16, 11, 5)}
     assert {f.stem for f in files} == expected
     for f in files:
         cfg = OmegaConf.create(
@@ -243,6 +317,8 @@ def test_yaml_configs_build_through_build_model() -> None:
         assert arch["in_channels"] == 1
         if f.stem == "resnet152_30":
             assert arch["blocks"] == [3, 8, 6, 3]
+        if f.stem.startswith("imagenet_resnet152_"):
+            assert arch["blocks"] == [3, 8, 36 - int(f.stem.rsplit("_", 1)[1]), 3]
         if f.stem == "resnet56_pruned":
             assert arch["blocks"] == [2, 3, 6]
         if f.stem == "vgg19_bn_6":
@@ -263,6 +339,8 @@ def test_yaml_configs_build_through_build_model() -> None:
         ("mobilenet_v2", {"width_mult": 0.5}),
         ("mobilenet_v2", {"blocks": [1, 1, 1, 1, 1, 1, 1]}),
         ("imagenet_resnet34", {"num_classes": 50}),
+        ("imagenet_resnet50", {"num_classes": 50, "blocks": [1, 2, 3, 1]}),
+        ("imagenet_resnet18", {"blocks": [1, 1, 1, 2], "in_channels": 1}),
         ("imagenet_vgg13_bn", {"in_channels": 1}),
     ],
 )

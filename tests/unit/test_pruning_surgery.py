@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from torch import nn
+from torchvision.models.resnet import Bottleneck, ResNet
 
 from dnn_modularity.models import Normalized, build_model
 from dnn_modularity.pruning import (
@@ -15,6 +17,7 @@ from dnn_modularity.pruning import (
     pruning_costs,
     removable_layers,
 )
+from dnn_modularity.runtime import CONF_DIR
 
 # ResNet56 [9, 9, 9] -> [2, 3, 6]: remove blocks from the back of each stage.
 R56_REMOVED = (
@@ -97,8 +100,9 @@ def test_decision_for_model_and_bad_names():
         decide_for_model(net, "explicit", remove=["layer4.1"])
     with pytest.raises(ValueError):
         build_pruned(net, ["nope"])
-    with pytest.raises(ValueError, match="cannot be layer-pruned"):
-        removable_layers(build_model("imagenet_resnet18", num_classes=10))
+    # torchvision's flat VGG has no stages: refused, with the reason
+    with pytest.raises(ValueError, match=r"cannot be layer-pruned: torchvision's VGG.*flat"):
+        removable_layers(Normalized(build_model("imagenet_vgg11_bn", num_classes=10), [0.5], [1]))
 
 
 def test_mobilenet_v2_inverted_residuals_are_prunable():
@@ -153,3 +157,97 @@ def test_first_block_of_a_stage_and_emptying_a_stage_are_refused_on_a_model():
         )
     d = decide_for_model(net, "explicit", remove=["layer1.0", "layer1.1"], keep_stage_first=False)
     assert build_pruned(net, d.removed).arch_config()["blocks"] == [1, 3, 3]
+
+
+# ----------------------------------------------------------------------- ImageNet ResNets
+def test_imagenet_resnet_kept_weights_equal_parent_by_mapping():
+    """torchvision ResNet-50 (7x7 stem + max-pool) loses blocks, keeps every other weight."""
+    torch.manual_seed(0)
+    parent = build_model("imagenet_resnet50", num_classes=7)
+    _randomise_bn(parent)
+    assert removable_layers(parent) == [
+        "layer1.1",
+        "layer1.2",
+        "layer2.1",
+        "layer2.2",
+        "layer2.3",
+        "layer3.1",
+        "layer3.2",
+        "layer3.3",
+        "layer3.4",
+        "layer3.5",
+        "layer4.1",
+        "layer4.2",
+    ]
+    removed = ["layer3.3", "layer3.4", "layer3.5", "layer2.1"]
+    child = build_pruned(Normalized(parent, [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]), removed)
+    assert child.arch_config() == {
+        "name": "imagenet_resnet50",
+        "num_classes": 7,
+        "weights": None,
+        "in_channels": 3,
+        "blocks": [3, 3, 3, 3],
+    }
+    mapping = parent.layer_mapping(removed)
+    assert mapping["layer2.2"] == "layer2.1" and mapping["layer2.3"] == "layer2.2"
+    assert mapping["maxpool"] == "maxpool" and mapping["fc"] == "fc"
+    psd, csd = parent.state_dict(), child.state_dict()
+    gone = tuple(f"{r}." for r in removed)
+    copied = 0
+    for key, value in psd.items():
+        if key.startswith(gone):
+            continue
+        prefix = max((p for p in mapping if key.startswith(p + ".")), key=len)
+        assert torch.equal(csd[mapping[prefix] + key[len(prefix) :]], value), key
+        copied += 1
+    assert copied == len(csd) < len(psd)
+    assert [n for n, _ in child.tap_points("block")][:5] == [
+        "relu",
+        "layer1.0",
+        "layer1.1",
+        "layer1.2",
+        "layer2.0",
+    ]
+    with torch.no_grad():
+        assert child.eval()(torch.rand(1, 3, 64, 64)).shape == (1, 7)
+    costs = pruning_costs(parent, child, (3, 224, 224))
+    assert costs.pruned_params == sum(p.numel() for p in child.parameters())
+    assert 0 < costs.params_reduction < 100 and 0 < costs.flops_reduction < 100
+
+
+def test_imagenet_resnet152_stage3_cut_is_torchvisions_smaller_resnet():
+    with torch.device("meta"):
+        parent = build_model("imagenet_resnet152", num_classes=50)
+        removed = [f"layer3.{i}" for i in range(6, 36)]  # paper 1's Res152_30
+        cfg = parent.without_layers(removed)
+        assert cfg["blocks"] == [3, 8, 6, 3]
+        child = build_model(**cfg)
+        reference = ResNet(Bottleneck, [3, 8, 6, 3], num_classes=50)
+    assert {k: v.shape for k, v in child.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
+    mapping = parent.layer_mapping(removed)
+    assert [mapping[f"layer3.{i}"] for i in range(6)] == [f"layer3.{i}" for i in range(6)]
+    assert not any(f"layer3.{i}" in mapping for i in range(6, 36))
+    # the first (downsampling) block of a stage cannot go, so no stage can be emptied
+    with pytest.raises(ValueError, match=r"layer3\.0.*cannot be removed"):
+        parent.without_layers([f"layer3.{i}" for i in range(36)])
+
+
+@pytest.mark.parametrize("k", [30, 26, 21, 16, 11, 5])
+def test_imagenet50_resnet152_presets_compose(k):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("prune", overrides=[f"experiment=prune_imagenet50_resnet152_{k}"])
+    assert cfg.name == f"prune_imagenet50_resnet152_{k}"
+    assert cfg.data._target_.endswith("ImageNet50DataModule")
+    assert (cfg.data.num_classes, cfg.data.image_size) == (50, 224)
+    assert cfg.pruning.rule == "explicit"
+    assert list(cfg.pruning.remove) == [f"layer3.{i}" for i in range(36 - k, 36)]
+    assert cfg.trainer.max_epochs == 150 and cfg.optimizer.lr == 0.01
+    with torch.device("meta"):
+        parent = build_model("imagenet_resnet152", num_classes=50)
+        decision = decide_for_model(parent, "explicit", remove=list(cfg.pruning.remove))
+        assert parent.without_layers(decision.removed)["blocks"] == [3, 8, 36 - k, 3]
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        variant = compose("train", overrides=[f"model=imagenet_resnet152_{k}", "data=imagenet50"])
+    assert list(variant.model.blocks) == [3, 8, 36 - k, 3]

@@ -11,14 +11,16 @@ of the papers is a constructor argument, not a new class:
   blocks)`` (``resnet56(blocks=[2, 3, 6])`` is paper 1's Table 1 network).
 - ``mobilenet_v2(num_classes, in_channels, width_mult, blocks)`` for 32×32 inputs.
 - torchvision ImageNet networks behind the same interface: ``imagenet_resnet18 ..
-  imagenet_resnet152``, ``imagenet_vgg11_bn .. imagenet_vgg19_bn(num_classes, weights,
-  in_channels)``.
+  imagenet_resnet152(num_classes, weights, in_channels, blocks)``
+  (``imagenet_resnet152(blocks=[3, 8, 6, 3])`` is paper 1's ImageNet50 Res152_30),
+  ``imagenet_vgg11_bn .. imagenet_vgg19_bn(num_classes, weights, in_channels)``.
 
 ``build_model(name, **kwargs)`` is the registry that Hydra configs (``conf/model/*.yaml``, a plain
 dict with ``name`` and the kwargs) go through; ``available_models()`` lists the names. Every
 model has ``tap_points(mode)`` (mode in :data:`TAP_MODES`) and ``arch_config()`` with
-``build_model(**model.arch_config())`` rebuilding the architecture. The CIFAR models also have
-``removable_layers()``, ``without_layers(names)`` and ``layer_mapping(removed)`` for pruning.
+``build_model(**model.arch_config())`` rebuilding the architecture. The CIFAR models and the
+ImageNet ResNets also have ``removable_layers()``, ``without_layers(names)`` and
+``layer_mapping(removed)`` for pruning (the torchvision VGG-BNs do not).
 """
 
 from __future__ import annotations

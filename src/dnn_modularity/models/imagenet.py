@@ -7,6 +7,12 @@ keys are torchvision's and its pretrained weights load unchanged. ``weights`` is
 via torchvision's cache. With ``num_classes`` other than the weights' 1000 (e.g. ImageNet50), all
 weights but the last linear layer's are loaded and that layer is freshly initialised.
 
+ResNets take ``blocks`` (blocks per stage, default torchvision's, e.g. ``[3, 8, 36, 3]`` for
+ResNet-152) and have the removal API of the CIFAR models (``removable_layers``,
+``without_layers``, ``layer_mapping``; :class:`~dnn_modularity.models._base.StagedModel`): paper
+1's ImageNet50 Res152_k (Sec. 5.2, Fig. 9 right) is ``imagenet_resnet152(blocks=[3, 8, 36 - k,
+3])``. The VGG-BNs cannot be layer-pruned (see :class:`ImageNetVGG`).
+
 Taps (torchvision module names):
 
 - ResNet ``block``: ``relu`` (the stem's Conv7×7-BN-ReLU output, before the max-pool) then every
@@ -29,7 +35,7 @@ from torchvision.models import resnet as tv_resnet
 from torchvision.models import vgg as tv_vgg
 from torchvision.models._api import WeightsEnum
 
-from ._base import check_tap_mode
+from ._base import StagedModel, as_int_list, check_tap_mode
 
 __all__ = [
     "ImageNetResNet",
@@ -102,11 +108,27 @@ def _check_in_channels(in_channels: int, weights: WeightsEnum | None) -> None:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
 
 
-class ImageNetResNet(tvm.ResNet):
-    """torchvision ResNet with ``tap_points``/``arch_config`` (built by ``imagenet_resnet*``)."""
+class ImageNetResNet(tvm.ResNet, StagedModel):
+    """torchvision ResNet with taps, ``arch_config`` and layer removal (``imagenet_resnet*``).
 
-    def __init__(self, name: str, num_classes: int = 1000, in_channels: int = 3) -> None:
-        block, layers, _ = _RESNETS[name]
+    Args:
+        name: one of the ``imagenet_resnet*`` names (picks the block type and default depth).
+        num_classes: outputs of ``fc``.
+        in_channels: image channels (``conv1`` is rebuilt when not 3).
+        blocks: blocks per stage (four positive ints); None: torchvision's for ``name``.
+    """
+
+    stage_names = ("layer1", "layer2", "layer3", "layer4")
+
+    def __init__(
+        self,
+        name: str,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        blocks: list[int] | None = None,
+    ) -> None:
+        block, default, _ = _RESNETS[name]
+        layers = list(default) if blocks is None else as_int_list(blocks, "blocks", length=4)
         super().__init__(block, layers, num_classes=num_classes)
         if in_channels != 3:
             self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -114,29 +136,45 @@ class ImageNetResNet(tvm.ResNet):
         self.name = name
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
+        self.blocks = layers
 
     def tap_points(self, mode: str = "block") -> list[tuple[str, nn.Module]]:
         """``block``: stem ``relu`` + every block; ``official``: ``conv1`` + every block."""
         first = ("relu", self.relu) if check_tap_mode(mode) == "block" else ("conv1", self.conv1)
-        blocks = [
-            (f"{stage}.{i}", block)
-            for stage in ("layer1", "layer2", "layer3", "layer4")
-            for i, block in enumerate(getattr(self, stage))
-        ]
-        return [first, *blocks]
+        return [first, *(nb for stage in self.stage_blocks() for nb in stage)]
 
     def arch_config(self) -> dict[str, Any]:
-        """``{"name", "num_classes", "in_channels", "weights": None}``."""
+        """``{"name", "num_classes", "weights": None, "in_channels", "blocks"}``."""
         return {
             "name": self.name,
             "num_classes": self.num_classes,
             "weights": None,
             "in_channels": self.in_channels,
+            "blocks": list(self.blocks),
         }
+
+    def _block_is_removable(self, block: nn.Module) -> bool:
+        # torchvision blocks have an identity shortcut exactly when ``downsample`` is None.
+        return getattr(block, "downsample", None) is None
+
+    def _kwargs_for_kept(self, kept: list[list[int]]) -> dict[str, Any]:
+        return {**self.arch_config(), "blocks": [len(k) for k in kept]}
 
 
 class ImageNetVGG(tvm.VGG):
-    """torchvision VGG-BN with ``tap_points``/``arch_config`` (built by ``imagenet_vgg*_bn``)."""
+    """torchvision VGG-BN with ``tap_points``/``arch_config`` (built by ``imagenet_vgg*_bn``).
+
+    Not layer-prunable: torchvision keeps every conv, BN, ReLU and pool in one flat ``features``
+    ``Sequential`` (tap names ``features.<index>``), so removing a unit renumbers every later
+    module and the stage-by-stage removal of :class:`~dnn_modularity.models._base.StagedModel`
+    does not apply. Prune the CIFAR-style ``vgg*_bn`` (its ``cfg`` has the removal API) instead.
+    """
+
+    #: Why :func:`dnn_modularity.pruning.bare_model` refuses this model.
+    not_prunable_reason = (
+        "torchvision's VGG keeps all units in one flat `features` Sequential (no stages), so "
+        "it has no layer-removal API; the CIFAR-style vgg*_bn models can be pruned"
+    )
 
     def __init__(self, name: str, num_classes: int = 1000, in_channels: int = 3) -> None:
         letter, _ = _VGGS[name]
@@ -168,11 +206,22 @@ class ImageNetVGG(tvm.VGG):
 
 
 def _resnet(
-    name: str, num_classes: int, in_channels: int, weights: WeightsEnum | str | None
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    weights: WeightsEnum | str | None,
+    blocks: list[int] | None = None,
 ) -> ImageNetResNet:
     w = _resolve_weights(weights, _RESNETS[name][2])
     _check_in_channels(in_channels, w)
-    model = ImageNetResNet(name, num_classes=num_classes, in_channels=in_channels)
+    default = _RESNETS[name][1]
+    if w is not None and blocks is not None and list(blocks) != default:
+        raise ValueError(
+            f"pretrained weights {w} fit {name}'s default blocks {default} only, got "
+            f"blocks={list(blocks)!r}; pass weights=None (or build the full network with the "
+            "weights and prune it with dnn_modularity.pruning.build_pruned)"
+        )
+    model = ImageNetResNet(name, num_classes=num_classes, in_channels=in_channels, blocks=blocks)
     if w is not None:
         _load(model, w, "fc", num_classes)
     return model
@@ -190,38 +239,71 @@ def _vgg(
 
 
 def imagenet_resnet18(
-    num_classes: int = 1000, weights: WeightsEnum | str | None = None, in_channels: int = 3
+    num_classes: int = 1000,
+    weights: WeightsEnum | str | None = None,
+    in_channels: int = 3,
+    blocks: list[int] | None = None,
 ) -> ImageNetResNet:
-    """Torchvision ResNet-18 (optionally with torchvision ``weights``)."""
-    return _resnet("imagenet_resnet18", num_classes, in_channels, weights)
+    """Torchvision ResNet-18 (BasicBlocks ``[2, 2, 2, 2]``), optionally with ``weights``.
+
+    ``blocks`` overrides the blocks per stage (then ``weights`` must be None).
+    """
+    return _resnet("imagenet_resnet18", num_classes, in_channels, weights, blocks)
 
 
 def imagenet_resnet34(
-    num_classes: int = 1000, weights: WeightsEnum | str | None = None, in_channels: int = 3
+    num_classes: int = 1000,
+    weights: WeightsEnum | str | None = None,
+    in_channels: int = 3,
+    blocks: list[int] | None = None,
 ) -> ImageNetResNet:
-    """Torchvision ResNet-34 (optionally with torchvision ``weights``)."""
-    return _resnet("imagenet_resnet34", num_classes, in_channels, weights)
+    """Torchvision ResNet-34 (BasicBlocks ``[3, 4, 6, 3]``), optionally with ``weights``.
+
+    ``blocks`` overrides the blocks per stage (then ``weights`` must be None).
+    """
+    return _resnet("imagenet_resnet34", num_classes, in_channels, weights, blocks)
 
 
 def imagenet_resnet50(
-    num_classes: int = 1000, weights: WeightsEnum | str | None = None, in_channels: int = 3
+    num_classes: int = 1000,
+    weights: WeightsEnum | str | None = None,
+    in_channels: int = 3,
+    blocks: list[int] | None = None,
 ) -> ImageNetResNet:
-    """Torchvision ResNet-50 (optionally with torchvision ``weights``)."""
-    return _resnet("imagenet_resnet50", num_classes, in_channels, weights)
+    """Torchvision ResNet-50 (Bottlenecks ``[3, 4, 6, 3]``), optionally with ``weights``.
+
+    ``blocks`` overrides the blocks per stage (then ``weights`` must be None).
+    """
+    return _resnet("imagenet_resnet50", num_classes, in_channels, weights, blocks)
 
 
 def imagenet_resnet101(
-    num_classes: int = 1000, weights: WeightsEnum | str | None = None, in_channels: int = 3
+    num_classes: int = 1000,
+    weights: WeightsEnum | str | None = None,
+    in_channels: int = 3,
+    blocks: list[int] | None = None,
 ) -> ImageNetResNet:
-    """Torchvision ResNet-101 (optionally with torchvision ``weights``)."""
-    return _resnet("imagenet_resnet101", num_classes, in_channels, weights)
+    """Torchvision ResNet-101 (Bottlenecks ``[3, 4, 23, 3]``), optionally with ``weights``.
+
+    ``blocks`` overrides the blocks per stage (then ``weights`` must be None).
+    """
+    return _resnet("imagenet_resnet101", num_classes, in_channels, weights, blocks)
 
 
 def imagenet_resnet152(
-    num_classes: int = 1000, weights: WeightsEnum | str | None = None, in_channels: int = 3
+    num_classes: int = 1000,
+    weights: WeightsEnum | str | None = None,
+    in_channels: int = 3,
+    blocks: list[int] | None = None,
 ) -> ImageNetResNet:
-    """Torchvision ResNet-152 (optionally with torchvision ``weights``)."""
-    return _resnet("imagenet_resnet152", num_classes, in_channels, weights)
+    """Torchvision ResNet-152 (Bottlenecks ``[3, 8, 36, 3]``), optionally with ``weights``.
+
+    ``blocks`` overrides the blocks per stage (then ``weights`` must be None).
+
+    Paper 1's ImageNet50 Res152_k (k in 5, 11, 16, 21, 26, 30; Sec. 5.2, Fig. 9 right) is
+    ``blocks=[3, 8, 36 - k, 3]``.
+    """
+    return _resnet("imagenet_resnet152", num_classes, in_channels, weights, blocks)
 
 
 def imagenet_vgg11_bn(
