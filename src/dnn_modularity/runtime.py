@@ -44,8 +44,11 @@ __all__ = [
     "wandb_key_configured",
 ]
 
-#: The repository's `conf/` folder (src/dnn_modularity/runtime.py -> repo root / conf).
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+#: The Hydra config folder: `$DNN_MODULARITY_CONF` if set, else the checkout's `conf/`
+#: (src/dnn_modularity/runtime.py -> repo root / conf, present with `pip install -e .`).
+CONF_DIR = Path(
+    os.environ.get("DNN_MODULARITY_CONF") or Path(__file__).resolve().parents[2] / "conf"
+).resolve()
 
 #: Valid values of the W&B logger's `mode`.
 WANDB_MODES = ("auto", "online", "offline", "disabled")

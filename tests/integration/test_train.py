@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import struct
+import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
@@ -246,12 +247,21 @@ def test_wandb_offline_run_holds_the_logged_keys(tmp_path: Path, monkeypatch) ->
     train(make_cfg(run_dir, *FAST, "logger=many", "trainer.max_epochs=1"))
     assert wandb.run is None
     (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    # The W&B service writes the run log in 32 KiB blocks and may close it after finish()
+    # returns (seen once under load: only the header was on disk). Shut the service down and
+    # wait for the run's final `exit` record before reading it.
+    wandb.teardown()
+    deadline = time.monotonic() + 60
+    while True:
+        records = [wandb_internal_pb2.Record.FromString(raw) for raw in _wandb_records(run_file)]
+        kinds = [record.WhichOneof("record_type") for record in records]
+        if "exit" in kinds or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert "exit" in kinds, f"the run log never got its exit record: {kinds}"
     keys: set[str] = set()
     run_info = None
-    for raw in _wandb_records(run_file):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(raw)
-        kind = record.WhichOneof("record_type")
+    for record, kind in zip(records, kinds, strict=True):
         if kind == "history":
             keys |= {item.key or "/".join(item.nested_key) for item in record.history.item}
         elif kind == "run":
