@@ -189,6 +189,7 @@ def plot_dynamics(
     accuracy: Sequence[float] | None = None,
     *,
     accuracy_epochs: Sequence[float] | None = None,
+    accuracy_label: str = "test accuracy",
     title: str = "",
     ylabel: str = "modularity Q",
     figsize: tuple[float, float] = (7.2, 4.2),
@@ -200,6 +201,7 @@ def plot_dynamics(
         per_layer: Layer label -> ``(T,)`` values (NaN where missing), in layer order.
         accuracy: ``(T',)`` accuracy in [0, 1] per epoch, drawn on a second y-axis.
         accuracy_epochs: Epochs of ``accuracy`` (default: ``epochs``).
+        accuracy_label: Legend and axis label of the accuracy curve (e.g. ``val/acc``).
         title: Axes title.
         ylabel: Left y-axis label.
         figsize: Figure size in inches.
@@ -223,11 +225,16 @@ def plot_dynamics(
         acc_ax = ax.twinx()
         x_acc = epochs if accuracy_epochs is None else accuracy_epochs
         (acc_line,) = acc_ax.plot(
-            x_acc, np.asarray(accuracy, float) * 100, "k--", linewidth=2, label="test accuracy"
+            x_acc,
+            np.asarray(accuracy, float) * 100,
+            "k--",
+            marker="o",
+            linewidth=2,
+            label=accuracy_label,
         )
-        acc_ax.set_ylabel("test accuracy (%)")
+        acc_ax.set_ylabel(f"{accuracy_label} (%)")
         handles.append(acc_line)
-        labels.append("test accuracy")
+        labels.append(accuracy_label)
     if n > 12:  # too many layers for a readable legend: keep first, middle, last
         keep = sorted({0, n // 2, n - 1} | ({len(handles) - 1} if accuracy is not None else set()))
         handles = [handles[i] for i in keep]

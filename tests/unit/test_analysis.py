@@ -266,7 +266,18 @@ def test_dynamics_from_history_reads_the_training_records(tmp_path) -> None:
     metrics.append({"epoch": 2, "step": 31, "val/acc": "", "train/loss": 0.3})
     write_csv_rows(tmp_path / "metrics.csv", metrics)
     key, acc = accuracy_by_epoch(tmp_path / "metrics.csv")
-    assert key == "val/acc" and acc == pytest.approx({0: 0.5, 1: 0.6, 2: 0.7})
+    # Lightning's epoch column is the 0-based epoch a val metric ran in; the record uses epochs
+    # completed (modularity.csv's convention: 0 = initialisation), so val/acc of epoch 0 is at 1.
+    assert key == "val/acc" and acc == pytest.approx({1: 0.5, 2: 0.6, 3: 0.7})
+    # A training run's metrics.csv logs test/acc once, after the last epoch: the per-epoch
+    # curve must come from val/acc, not from that single point.
+    with_test = [{**row, "test/acc": ""} for row in metrics]
+    with_test.append({"epoch": 2, "step": 32, "val/acc": "", "train/loss": "", "test/acc": 0.9})
+    write_csv_rows(tmp_path / "metrics_with_test.csv", with_test)
+    key, acc = accuracy_by_epoch(tmp_path / "metrics_with_test.csv")
+    assert key == "val/acc" and len(acc) == 3
+    explicit = accuracy_by_epoch(tmp_path / "metrics_with_test.csv", "test/acc")
+    assert explicit == ("test/acc", {2: 0.9})  # test/* is logged at epochs-done already
     out = dynamics_from_history(tmp_path / "modularity.csv", tmp_path / "metrics.csv")
     assert out.metrics["modularity/layer_04"] == pytest.approx(0.42)
     assert len([r for r in out.rows if r["measure"] == "modularity"]) == 12

@@ -61,28 +61,43 @@ def accuracy_by_epoch(
 
     Args:
         metrics_csv: The file.
-        accuracy_key: Column to read; default: the first of :data:`ACCURACY_KEYS` present.
+        accuracy_key: Column to read; default: the first of :data:`ACCURACY_KEYS` logged at two
+            or more epochs (a training run logs ``test/acc`` once, after the last epoch, and
+            ``val/acc`` every epoch), else the first present.
 
     Returns:
-        ``(column, {epoch: last logged value in that epoch})``.
+        ``(column, {epochs completed: last logged value})`` — the convention of
+        ``modularity.csv`` (0 = the initialisation). Lightning logs ``val/*`` and ``train/*`` with
+        the 0-based index of the epoch they ran in (the accuracy after 1 epoch has ``epoch = 0``),
+        so those are shifted by one; ``test/*`` after ``fit`` is logged with ``epoch`` = the
+        number of epochs done and is kept as is.
 
     Raises:
         ValueError: No accuracy column (message lists the columns found).
     """
     rows = read_csv_rows(metrics_csv)
     columns = list(rows[0]) if rows else []
-    key = accuracy_key or next((c for c in ACCURACY_KEYS if c in columns), None)
+
+    def per_epoch(key: str) -> dict[int, float]:
+        shift = 1 if key.startswith(("val", "train")) else 0
+        out: dict[int, float] = {}
+        for row in rows:
+            value, epoch = _float(row.get(key)), _float(row.get("epoch"))
+            if math.isfinite(value) and math.isfinite(epoch):
+                out[int(epoch) + shift] = value
+        return out
+
+    if accuracy_key is None:
+        present = [c for c in ACCURACY_KEYS if c in columns]
+        key = next((c for c in present if len(per_epoch(c)) >= 2), present[0] if present else None)
+    else:
+        key = accuracy_key
     if key is None or key not in columns:
         raise ValueError(
             f"no accuracy column {accuracy_key or list(ACCURACY_KEYS)} in {metrics_csv}; "
             f"columns: {columns}"
         )
-    out: dict[int, float] = {}
-    for row in rows:
-        value, epoch = _float(row.get(key)), _float(row.get("epoch"))
-        if math.isfinite(value) and math.isfinite(epoch):
-            out[int(epoch)] = value
-    return key, out
+    return key, per_epoch(key)
 
 
 def _build_output(
@@ -93,6 +108,7 @@ def _build_output(
     source: str,
     title: str,
     extra_meta: Mapping[str, Any],
+    accuracy_key: str = "test/acc",
 ) -> AnalysisOutput:
     epochs = sorted({int(r["epoch"]) for r in rows})
     layers: dict[int, str] = {}
@@ -112,6 +128,7 @@ def _build_output(
         per_layer,
         [accuracy[e] for e in acc_epochs] if accuracy else None,
         accuracy_epochs=acc_epochs,
+        accuracy_label=accuracy_key,
         title=title,
         ylabel="modularity Q" if measure == "modularity" else measure,
     )
@@ -121,7 +138,7 @@ def _build_output(
             "variant": "trained",
             "epoch": e,
             "measure": "accuracy",
-            "key": "test/acc",
+            "key": accuracy_key,
             "value": accuracy[e],
         }
         for e in acc_epochs
@@ -211,6 +228,7 @@ def dynamics_from_history(
         measure=measure,
         source="history",
         title=title,
+        accuracy_key=acc_key or "test/acc",
         extra_meta={
             "modularity_csv": str(modularity_csv),
             "metrics_csv": str(metrics_csv),
@@ -360,7 +378,7 @@ def run(cfg: Any) -> dict[str, Any]:
             run_dir / "metrics.csv",
             measure=str(a.measure),
             accuracy_key=a.get("accuracy_key"),
-            title=ctx.title("training dynamics", run_dir),
+            title=ctx.title("training dynamics", Path(run_dir).name),
         )
         return finish(ctx, output)
     if source != "checkpoints":
@@ -396,6 +414,6 @@ def run(cfg: Any) -> dict[str, Any]:
         batch_size=int(cfg.batch_size),
         block_size=ctx.block_size,
         dtype=ctx.feature_dtype,
-        title=ctx.title("training dynamics", run_dir),
+        title=ctx.title("training dynamics", Path(run_dir).name),
     )
     return finish(ctx, output)
