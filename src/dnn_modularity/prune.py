@@ -88,7 +88,8 @@ MEASURES: dict[str, str] = {"modularity": "Q", "M": "M"}
 #: The rule name of the single-layer sweep (Fig. 10(b)); the other rules are pruning.RULES.
 SWEEP_RULE = "single_layer_sweep"
 
-#: Columns of ``pruning_table.csv`` (accuracies in %, reductions in % of the parent's cost).
+#: Columns of ``pruning_table.csv`` (accuracies in %, reductions in % of the parent's cost;
+#: ``delta_acc`` = acc_parent − acc_pruned_after_ft in points, paper 1's ΔAcc: a drop is > 0).
 TABLE_COLUMNS: tuple[str, ...] = (
     "model",
     "data",
@@ -338,9 +339,19 @@ def _test_acc(trainer: Any, module: Any, datamodule: Any, ckpt_path: str | None 
     return 100.0 * float(results[0]["test/acc"]) if results else math.nan
 
 
-def _make_module(cfg: DictConfig, net: nn.Module, datamodule: Any) -> Any:
-    """An ``ImageClassifier`` for ``net``'s architecture with ``net``'s weights."""
-    module = build_classifier(cfg, bare_model(net).arch_config(), datamodule)
+def _make_module(cfg: DictConfig, net: nn.Module, datamodule: Any, parent: Any) -> Any:
+    """An ``ImageClassifier`` for ``net``'s architecture with ``net``'s weights.
+
+    The input normalisation is the parent's (the statistics its weights were trained with, kept
+    in its hyperparameters), not the datamodule's: the inherited weights expect those inputs.
+    """
+    module = build_classifier(
+        cfg,
+        bare_model(net).arch_config(),
+        datamodule,
+        mean=list(parent.hparams.mean),
+        std=list(parent.hparams.std),
+    )
     module.net.load_state_dict(bare_model(net).state_dict(), strict=True)
     return module
 
@@ -396,7 +407,7 @@ def _prune_and_finetune(
     child = build_pruned(parent.net, decision.removed)
     size = (int(datamodule.in_channels), int(datamodule.image_size), int(datamodule.image_size))
     costs = pruning_costs(parent.net, child, size)
-    module = _make_module(cfg, child, datamodule)
+    module = _make_module(cfg, child, datamodule, parent)
 
     eval_trainer = _eval_trainer(cfg, run_dir)
     acc_before = _test_acc(eval_trainer, module, datamodule)
@@ -425,7 +436,9 @@ def _prune_and_finetune(
         "acc_parent": acc_parent,
         "acc_pruned_before_ft": acc_before,
         "acc_pruned_after_ft": ft["acc"],
-        "delta_acc": ft["acc"] - acc_parent,
+        # Paper 1 (Sec. 5.2, Fig. 10b): ΔAcc = Acc_parent − Acc_pruned, the accuracy *drop*
+        # (positive = the pruned network is worse), as in delta_m_vs_delta_acc.csv.
+        "delta_acc": acc_parent - ft["acc"],
         "finetune_epochs": ft["epochs"],
         "params": c["params"],
         "pruned_params": c["pruned_params"],
@@ -752,7 +765,7 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
         if bool(cfg.get("finetune_control", False)) and bool(cfg.get("finetune", True)):
             # The unpruned parent fine-tuned with the same recipe: separates the effect of
             # removing layers from the effect of the extra training epochs.
-            control = _make_module(cfg, parent.net, datamodule)
+            control = _make_module(cfg, parent.net, datamodule, parent)
             acc_control = _finetune(cfg, control, datamodule, run_dir / "control", [])["acc"]
             del control
 

@@ -285,13 +285,23 @@ def build_trainer(
     )
 
 
-def build_classifier(cfg: DictConfig, net_config: dict[str, Any], datamodule: Any) -> Any:
+def build_classifier(
+    cfg: DictConfig,
+    net_config: dict[str, Any],
+    datamodule: Any,
+    *,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Any:
     """An `ImageClassifier` for `net_config` with the config's optimizer/scheduler/module args.
 
     Args:
         cfg: The composed config (`optimizer`, `scheduler`, `module`).
         net_config: The arch_config-style dict `{"name": ..., **kwargs}`.
         datamodule: Supplies `mean` and `std` (normalisation inside the model).
+        mean: Normalisation mean to use instead of the datamodule's (e.g. the statistics a
+            parent network was trained with, whose weights the new network inherits).
+        std: Normalisation std to use instead of the datamodule's (see `mean`).
 
     Returns:
         The (freshly initialised) `ImageClassifier`.
@@ -300,8 +310,8 @@ def build_classifier(cfg: DictConfig, net_config: dict[str, Any], datamodule: An
 
     module = ImageClassifier(
         net_config=net_config,
-        mean=datamodule.mean,
-        std=datamodule.std,
+        mean=datamodule.mean if mean is None else mean,
+        std=datamodule.std if std is None else std,
         optimizer=plain_or_none(cfg.get("optimizer")),
         scheduler=plain_or_none(cfg.get("scheduler")),
         **OmegaConf.to_container(cfg.get("module") or {}, resolve=True),  # type: ignore[arg-type]

@@ -110,6 +110,10 @@ def test_prune_finetune_table_on_digits(parent_ckpt, tmp_path):
                 "macs_reduction", "flops_reduction"):  # fmt: skip
         assert math.isfinite(float(row[col])), col
     assert 0 < float(row["params_reduction"]) < 100 and int(row["finetune_epochs"]) == 1
+    # paper 1's sign: ΔAcc = Acc_parent − Acc_pruned (a drop is positive)
+    assert float(row["delta_acc"]) == pytest.approx(
+        float(row["acc_parent"]) - float(row["acc_pruned_after_ft"])
+    )
     md = (run_dir / "pruning_table.md").read_text()
     assert "layer1.2 layer2.1 layer3.2" in md and "FLOPs ↓ (%)" in md
 
@@ -164,6 +168,35 @@ def test_measured_curve_criterion1_and_sweep(parent_ckpt, tmp_path):
         )
     assert (tmp_path / "sweep" / "figures" / "delta_m_vs_delta_acc.png").exists()
     assert len(read_csv_rows(tmp_path / "sweep" / "pruning_table.csv")) == 2
+
+
+def test_pruned_network_keeps_the_parents_normalisation(tmp_path):
+    """The inherited weights expect the parent's input statistics, not the datamodule's."""
+    torch.manual_seed(0)
+    dm = DigitsDataModule(batch_size=64)
+    mean, std = (0.2,), (0.5,)  # not the digits module's (about 0.31 / 0.38)
+    assert dm.mean != pytest.approx(mean)
+    module = ImageClassifier({"name": "resnet20", "num_classes": 10, "in_channels": 1}, mean, std)
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=5, limit_val_batches=0, accelerator="cpu",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    ckpt = tmp_path / "parent.ckpt"
+    trainer.save_checkpoint(str(ckpt))
+
+    run_dir = tmp_path / "run"
+    cfg = _cfg(
+        ckpt, run_dir, "pruning=explicit", "pruning.remove=[]", "finetune=false",
+        "callbacks=none", "logger=none",
+    )  # fmt: skip
+    row = prune(cfg)["rows"][0]
+    # removing nothing changes nothing: the "pruned" net is the parent, same inputs, same accuracy
+    assert row["num_removed"] == 0
+    assert row["acc_pruned_before_ft"] == pytest.approx(row["acc_parent"], abs=1e-6)
+    init = load_classifier(run_dir / "pruned_init.ckpt")
+    assert init.hparams.mean == pytest.approx(mean) and init.hparams.std == pytest.approx(std)
 
 
 def test_bad_layer_names_are_refused_before_training(parent_ckpt, tmp_path):
