@@ -192,6 +192,10 @@ def test_histograms_count_every_pair(trained, digits, tmp_path) -> None:
     assert all(0.0 <= v <= 1.0 for k, v in out.metrics.items() if "low_share" in k)
     written = save_output(out, tmp_path)
     _assert_png(written["figures"]["histograms"][0], (12.0, 7.2))  # 4 x 3 panels of 3 x 2.4 in
+    # Every record has the common columns (k and repeat empty: histograms use neither).
+    header = read_csv_rows(tmp_path / "histograms.csv")[0]
+    assert list(header)[: len(ROW_COLUMNS)] == list(ROW_COLUMNS)
+    assert header["k"] == "" and header["N"] == str(n)
 
 
 def test_ring_graphs_and_m_vs_q(trained, probes, tmp_path) -> None:
@@ -255,9 +259,11 @@ def test_dynamics_from_history_reads_the_training_records(tmp_path) -> None:
             "modularity": 0.1 * i + 0.01 * e,
             "M": "",
             "seed": 0,
+            "repeat": r,
         }
         for e in range(3)
         for i in range(1, 5)
+        for r in range(2)
     ]
     write_csv_rows(tmp_path / "modularity.csv", rows)
     metrics = [
@@ -280,7 +286,11 @@ def test_dynamics_from_history_reads_the_training_records(tmp_path) -> None:
     assert explicit == ("test/acc", {2: 0.9})  # test/* is logged at epochs-done already
     out = dynamics_from_history(tmp_path / "modularity.csv", tmp_path / "metrics.csv")
     assert out.metrics["modularity/layer_04"] == pytest.approx(0.42)
-    assert len([r for r in out.rows if r["measure"] == "modularity"]) == 12
+    modularity_rows = [r for r in out.rows if r["measure"] == "modularity"]
+    assert len(modularity_rows) == 24  # 3 epochs x 4 layers x 2 repeats, told apart by repeat
+    assert {(r["epoch"], r["layer_index"], r["repeat"]) for r in modularity_rows} == {
+        (e, i, str(r)) for e in range(3) for i in range(1, 5) for r in range(2)
+    }
     with pytest.raises(ValueError, match="'M'"):
         dynamics_from_history(tmp_path / "modularity.csv", measure="M")
     with pytest.raises(ValueError, match="test/acc"):
@@ -290,11 +300,17 @@ def test_dynamics_from_history_reads_the_training_records(tmp_path) -> None:
 
 
 def test_checkpoint_epoch_from_name(tmp_path) -> None:
+    # Epochs completed, modularity.csv's convention (0 = initialisation). EpochCheckpoint's
+    # epoch_007 already counts completed epochs; Lightning's own `epoch=12` (name) and `epoch`
+    # entry (file) are the 0-based index of the epoch that just finished: 13 completed.
     assert checkpoint_epoch("run/checkpoints/epochs/epoch_007.ckpt") == 7
-    assert checkpoint_epoch("epoch=12-step=3.ckpt") == 12
+    assert checkpoint_epoch("epoch=12-step=3.ckpt") == 13
     path = tmp_path / "last.ckpt"
     torch.save({"epoch": 5}, path)
-    assert checkpoint_epoch(path) == 5
+    assert checkpoint_epoch(path) == 6
+    progress = {"current": {"processed": 6, "completed": 5}}
+    torch.save({"epoch": 5, "loops": {"fit_loop": {"epoch_progress": progress}}}, path)
+    assert checkpoint_epoch(path) == 6
 
 
 def test_statistics_helpers() -> None:

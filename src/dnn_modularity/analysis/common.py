@@ -312,13 +312,14 @@ class AnalysisOutput:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def _ordered_columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def _ordered_columns(rows: Sequence[Mapping[str, Any]], *, all_lead: bool = False) -> list[str]:
+    """Header: :data:`ROW_COLUMNS` first (all of them, empty where absent, when ``all_lead``)."""
     present: list[str] = []
     for row in rows:
         for key in row:
             if key not in present:
                 present.append(key)
-    lead = [c for c in ROW_COLUMNS if c in present]
+    lead = [c for c in ROW_COLUMNS if all_lead or c in present]
     return lead + [c for c in present if c not in lead]
 
 
@@ -345,7 +346,9 @@ def save_output(
     if output.rows:
         records.append(
             write_csv_rows(
-                out_dir / f"{output.name}.csv", output.rows, _ordered_columns(output.rows)
+                out_dir / f"{output.name}.csv",
+                output.rows,
+                _ordered_columns(output.rows, all_lead=True),
             )
         )
     if output.summary:

@@ -211,6 +211,7 @@ def dynamics_from_history(
                 "k": r.get("k", ""),
                 "metric": r.get("metric", ""),
                 "seed": r.get("seed", ""),
+                "repeat": r.get("repeat", ""),
                 "measure": measure,
                 "key": metric_key(measure, index),
                 "value": value,
@@ -250,18 +251,41 @@ def evaluate_accuracy(
     return correct / max(1, len(labels))
 
 
-_EPOCH_RE = re.compile(r"epoch[=_-]?(\d+)")
+_EPOCH_RE = re.compile(r"epoch([=_-]?)(\d+)")
+
+
+def _epoch_from_name(name: str) -> int | None:
+    """Epochs completed from a checkpoint file name, or None when it names no epoch.
+
+    ``epoch_007`` (:class:`~dnn_modularity.callbacks.EpochCheckpoint`'s ``{epochs_done}``) is
+    already in epochs completed; ``epoch=7`` is Lightning's own ``{epoch}`` field, the 0-based
+    index of the epoch that just finished, i.e. 8 epochs completed.
+    """
+    match = _EPOCH_RE.search(name)
+    if match is None:
+        return None
+    value = int(match.group(2))
+    return value + 1 if match.group(1) == "=" else value
 
 
 def checkpoint_epoch(path: str | Path) -> int:
-    """Epoch of a checkpoint: from its name (``epoch=7``/``epoch_007``) or its ``epoch`` entry."""
-    match = _EPOCH_RE.search(Path(path).name)
-    if match:
-        return int(match.group(1))
+    """Epochs completed by a checkpoint's weights (``modularity.csv``'s convention: 0 = init).
+
+    From its name (``epoch_007`` = 7, Lightning's ``epoch=7`` = 8, see :func:`_epoch_from_name`),
+    else from the file: the fit loop's processed-epoch count, else Lightning's 0-based ``epoch``
+    entry + 1 (ModelCheckpoint saves at the end of that epoch).
+    """
+    from_name = _epoch_from_name(Path(path).name)
+    if from_name is not None:
+        return from_name
     state = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        pass
     if "epoch" not in state:
         raise ValueError(f"cannot tell the epoch of checkpoint {path}: no 'epoch' in name or file")
-    return int(state["epoch"])
+    return int(state["epoch"]) + 1
 
 
 def dynamics_from_checkpoints(
@@ -384,13 +408,14 @@ def run(cfg: Any) -> dict[str, Any]:
     if source != "checkpoints":
         raise ValueError(f"analysis.source={source!r}; valid choices: ['history', 'checkpoints']")
     paths = sorted((run_dir / "checkpoints").rglob("*.ckpt"))
-    # Only files named by epoch (epoch_003.ckpt = after 3 epochs, epoch_000 = initialisation):
+    # Only files named by epoch (epoch_003.ckpt = after 3 epochs, epoch_000 = initialisation;
+    # Lightning's epoch=2-step=...ckpt = after 3 epochs):
     # best/last checkpoints duplicate one of them under another numbering.
     epochs: dict[int, Path] = {}
     for path in paths:
-        match = _EPOCH_RE.search(path.name)
-        if match:
-            epochs.setdefault(int(match.group(1)), path)
+        epoch = _epoch_from_name(path.name)
+        if epoch is not None:
+            epochs.setdefault(epoch, path)
     if not epochs:
         raise ValueError(
             f"no per-epoch checkpoints (epoch_<n>.ckpt) under {run_dir / 'checkpoints'}: "
