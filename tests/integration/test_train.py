@@ -67,6 +67,11 @@ def test_digits_run_writes_every_record(tmp_path: Path) -> None:
         "test/acc_top5",
     } <= columns
     assert {"modularity/layer_01", "modularity/layer_10"} <= columns
+    # The monitor's x-axis is epochs completed, under its own key (Lightning's `epoch` column is
+    # the 0-based index of the running epoch).
+    measured = [r for r in metrics if r["modularity/layer_01"]]
+    assert sorted(float(r["modularity/epoch"]) for r in measured) == [0.0, 1.0, 2.0]
+    assert not any(r["epoch"] for r in measured)
     for name in ("modularity_curves", "modularity_heatmap"):
         assert (tmp_path / "figures" / f"{name}.png").is_file()
         assert (tmp_path / "figures" / f"{name}.pdf").is_file()
@@ -79,6 +84,15 @@ def test_digits_run_writes_every_record(tmp_path: Path) -> None:
     assert logits.shape == (2, 10) and torch.isfinite(logits).all()
     plain = ImageClassifier.load_from_checkpoint(last)  # no other arguments needed
     assert plain.hparams.mean == module.hparams.mean and plain.hparams.optimizer["lr"] == 0.02
+
+
+def test_top5_accuracy_only_with_more_than_five_classes() -> None:
+    def classifier(num_classes: int) -> ImageClassifier:
+        net = {"name": "resnet20", "num_classes": num_classes, "in_channels": 1}
+        return ImageClassifier(net, mean=[0.5], std=[0.5])
+
+    assert classifier(6).has_top5
+    assert not classifier(5).has_top5  # always 100 % with 5 classes
 
 
 def test_last_checkpoint_holds_the_final_epoch_even_without_a_new_best(tmp_path: Path) -> None:

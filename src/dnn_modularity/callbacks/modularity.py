@@ -509,7 +509,9 @@ class ModularityMonitor(Callback):
         seconds: float,
         epoch_seconds: float | None,
     ) -> None:
-        metrics: dict[str, float] = {"epoch": float(epoch)}
+        # Not Lightning's "epoch" key: that column holds the 0-based index of the running epoch,
+        # while ours counts epochs completed (0 = initialisation, as in modularity.csv).
+        metrics: dict[str, float] = {f"{self.log_prefix}modularity/epoch": float(epoch)}
         for value in ("modularity", "M"):
             sums: dict[int, list[float]] = {}
             for row in rows:
