@@ -25,3 +25,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def assert_inherited():
+    """Checker: every parent tensor outside the removed layers equals the child's, by the mapping.
+
+    ``check(parent_sd, child_sd, mapping, removed) -> int`` maps each parent key through the
+    longest module-name prefix in ``mapping`` (old layer name -> new), asserts the tensors are
+    equal, and returns how many were compared (callers assert that count).
+    """
+
+    def check(
+        parent_sd: dict[str, torch.Tensor],
+        child_sd: dict[str, torch.Tensor],
+        mapping: dict[str, str],
+        removed: list[str],
+    ) -> int:
+        gone = tuple(f"{r}." for r in removed)
+        compared = 0
+        for key, value in parent_sd.items():
+            if key.startswith(gone):
+                continue
+            prefix = max((p for p in mapping if key.startswith(p + ".")), key=len)
+            assert torch.equal(child_sd[mapping[prefix] + key[len(prefix) :]], value), key
+            compared += 1
+        return compared
+
+    return check

@@ -85,7 +85,7 @@ def _hand_made_curve(path: Path, small_at: set[str]) -> list[str]:
 
 
 @pytest.mark.slow
-def test_prune_finetune_table_on_digits(parent_ckpt, tmp_path):
+def test_prune_finetune_table_on_digits(parent_ckpt, tmp_path, assert_inherited):
     run_dir = tmp_path / "run"
     small = {"layer1.2", "layer2.1", "layer3.2", "layer2.0"}  # layer2.0 changes shape: kept
     _hand_made_curve(tmp_path / "curve.csv", small)
@@ -123,14 +123,7 @@ def test_prune_finetune_table_on_digits(parent_ckpt, tmp_path):
     assert init.net.arch_config()["blocks"] == [2, 2, 2]
     mapping = parent.net.layer_mapping(decision["removed"])
     psd, isd = parent.net.state_dict(), init.net.state_dict()
-    matched = 0
-    for key, value in psd.items():
-        if key.startswith(tuple(f"{r}." for r in decision["removed"])):
-            continue
-        prefix = max((p for p in mapping if key.startswith(p + ".")), key=len)
-        assert torch.equal(isd[mapping[prefix] + key[len(prefix) :]], value), key
-        matched += 1
-    assert matched == len(isd)
+    assert assert_inherited(psd, isd, mapping, decision["removed"]) == len(isd)
 
     # the reported accuracies are the measured ones (recomputed here from the checkpoints)
     assert float(row["acc_parent"]) == pytest.approx(_test_accuracy(parent), abs=1e-3)

@@ -270,14 +270,10 @@ def test_graph_to_networkx_and_degrees():
         Graph(3, torch.tensor([0]), torch.tensor([1, 2]), torch.tensor([1.0]))
 
 
-def test_screened_default_path_matches_float32_path_at_n_5000(monkeypatch):
-    # N >= 4096 and D >= 256 select the bf16 screen by default; compare with the float32 path.
-    gen = torch.Generator().manual_seed(5)
-    labels = torch.randint(0, 10, (5000,), generator=gen)
-    noise = torch.randn(5000, 256, generator=gen)
-    feats = torch.randn(10, 256, generator=gen)[labels] * 0.4 + noise
-    x = normalize_features(feats)
-    sweeps = []
+@pytest.fixture
+def strip_sweeps(monkeypatch) -> list[_StripSweep]:
+    """Every `_StripSweep` created during the test, in order (to inspect its screening state)."""
+    sweeps: list[_StripSweep] = []
     original = _StripSweep.__init__
 
     def spy(self, *args, **kwargs):
@@ -285,8 +281,18 @@ def test_screened_default_path_matches_float32_path_at_n_5000(monkeypatch):
         sweeps.append(self)
 
     monkeypatch.setattr(_StripSweep, "__init__", spy)
+    return sweeps
+
+
+def test_screened_default_path_matches_float32_path_at_n_5000(strip_sweeps):
+    # N >= 4096 and D >= 256 select the bf16 screen by default; compare with the float32 path.
+    gen = torch.Generator().manual_seed(5)
+    labels = torch.randint(0, 10, (5000,), generator=gen)
+    noise = torch.randn(5000, 256, generator=gen)
+    feats = torch.randn(10, 256, generator=gen)[labels] * 0.4 + noise
+    x = normalize_features(feats)
     screened = knn_keys(x, 3, 1024)
-    assert sweeps[0].xs is not None  # screened to the end
+    assert strip_sweeps[0].xs is not None  # screened to the end
     exact = knn_keys(x, 3, 1024, screen=False)
     v1, c1 = decode_keys(screened)
     v2, c2 = decode_keys(exact)
@@ -294,22 +300,14 @@ def test_screened_default_path_matches_float32_path_at_n_5000(monkeypatch):
     np.testing.assert_allclose(v1.sort(1).values, v2.sort(1).values, atol=3e-7)
 
 
-def test_screening_falls_back_to_float32_when_bf16_cannot_separate(monkeypatch):
+def test_screening_falls_back_to_float32_when_bf16_cannot_separate(strip_sweeps):
     # High-dimensional noise: similarities spread ~1/sqrt(D), less than the bf16 error, so nearly
     # every entry is a screening candidate; the sweep must switch to float32 blocks and give
     # exactly the float32 result.
     gen = torch.Generator().manual_seed(4)
     x = normalize_features(torch.randn(700, 8192, generator=gen))
-    sweeps = []
-    original = _StripSweep.__init__
-
-    def spy(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        sweeps.append(self)
-
-    monkeypatch.setattr(_StripSweep, "__init__", spy)
     screened = knn_keys(x, 3, 128, screen=True)
-    assert sweeps[0].xs is None  # screening was switched off
+    assert strip_sweeps[0].xs is None  # screening was switched off
     assert torch.equal(screened, knn_keys(x, 3, 128, screen=False))
 
 

@@ -54,21 +54,14 @@ def test_resnet56_to_2_3_6_matches_paper1_table1():
     ("name", "removed"),
     [("resnet20", ["layer1.1", "layer3.2"]), ("vgg11_bn", ["stage3.1", "stage5.1"])],
 )
-def test_kept_weights_equal_parent_by_mapping(name, removed):
+def test_kept_weights_equal_parent_by_mapping(name, removed, assert_inherited):
     torch.manual_seed(0)
     parent = build_model(name, num_classes=10, in_channels=1)
     _randomise_bn(parent)
     child = build_pruned(Normalized(parent, [0.5], [0.25]), removed)  # wrappers are unwrapped
     mapping = parent.layer_mapping(removed)
     psd, csd = parent.state_dict(), child.state_dict()
-    gone = tuple(f"{r}." for r in removed)
-    copied = 0
-    for key, value in psd.items():
-        if key.startswith(gone):
-            continue
-        prefix = max((p for p in mapping if key.startswith(p + ".")), key=len)
-        assert torch.equal(csd[mapping[prefix] + key[len(prefix) :]], value), key
-        copied += 1
+    copied = assert_inherited(psd, csd, mapping, removed)
     assert copied == len(csd)  # every entry of the pruned network came from the parent
     assert copied < len(psd)  # and the removed layers' tensors are gone
     x = torch.rand(2, 1, 8, 8)
@@ -160,7 +153,7 @@ def test_first_block_of_a_stage_and_emptying_a_stage_are_refused_on_a_model():
 
 
 # ----------------------------------------------------------------------- ImageNet ResNets
-def test_imagenet_resnet_kept_weights_equal_parent_by_mapping():
+def test_imagenet_resnet_kept_weights_equal_parent_by_mapping(assert_inherited):
     """torchvision ResNet-50 (7x7 stem + max-pool) loses blocks, keeps every other weight."""
     torch.manual_seed(0)
     parent = build_model("imagenet_resnet50", num_classes=7)
@@ -192,14 +185,7 @@ def test_imagenet_resnet_kept_weights_equal_parent_by_mapping():
     assert mapping["layer2.2"] == "layer2.1" and mapping["layer2.3"] == "layer2.2"
     assert mapping["maxpool"] == "maxpool" and mapping["fc"] == "fc"
     psd, csd = parent.state_dict(), child.state_dict()
-    gone = tuple(f"{r}." for r in removed)
-    copied = 0
-    for key, value in psd.items():
-        if key.startswith(gone):
-            continue
-        prefix = max((p for p in mapping if key.startswith(p + ".")), key=len)
-        assert torch.equal(csd[mapping[prefix] + key[len(prefix) :]], value), key
-        copied += 1
+    copied = assert_inherited(psd, csd, mapping, removed)
     assert copied == len(csd) < len(psd)
     assert [n for n, _ in child.tap_points("block")][:5] == [
         "relu",
