@@ -22,7 +22,8 @@
 #   DNN_MODULARITY_DATA  dataset root (CIFAR is downloaded there; ImageNet must be there)
 #
 # Checkpoints: $OUT/train/<dataset>/<model>/checkpoints/last.ckpt (hydra.sweep.subdir=${model.name}).
-# Analysis sweeps: $OUT/<figure>/<dataset>/<job>/; `report` writes <sweep>/report/.
+# Analysis sweeps: $OUT/<figure>/<dataset>/<job>/; `report` writes <sweep>/report/<time>_<id>/.
+# A step re-run into its old folders is refused; add overwrite=true to TRAIN_ARGS / ANALYZE_ARGS.
 set -euo pipefail
 
 OUT=${OUT:-outputs/paper}

@@ -53,3 +53,42 @@ def assert_inherited():
         return compared
 
     return check
+
+
+class _RunsCode:
+    """A pickle payload: unpickling it creates a marker file (any code could run instead)."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (self.marker,))
+
+
+@pytest.fixture
+def crafted_checkpoint(tmp_path):
+    """``(path, marker)``: a checkpoint holding every key this package reads, plus a payload.
+
+    Unpickling the file with ``weights_only=False`` creates ``marker``: a loader that runs it
+    would run any code a shared checkpoint carries.
+    """
+    from dnn_modularity.models.classifier import ImageClassifier
+
+    module = ImageClassifier(
+        {"name": "resnet20", "num_classes": 10, "in_channels": 1}, mean=[0.5], std=[0.25]
+    )
+    path, marker = tmp_path / "crafted" / "last.ckpt", tmp_path / "code_ran"
+    path.parent.mkdir()
+    torch.save(
+        {
+            "epoch": 1,
+            "global_step": 6,
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            "callbacks": {"payload": _RunsCode(marker)},
+        },
+        path,
+    )
+    return path, marker

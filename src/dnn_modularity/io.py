@@ -12,7 +12,9 @@ import io
 import json
 import math
 import os
+import stat
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,11 +24,36 @@ __all__ = [
     "atomic_save_figure",
     "atomic_write_bytes",
     "atomic_write_text",
+    "current_umask",
     "read_csv_rows",
     "to_jsonable",
     "write_csv_rows",
     "write_json",
 ]
+
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask (read from /proc when possible: setting it is process-wide)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # os.umask can only be read by setting it; restore at once
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+def _file_mode(path: Path) -> int:
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~current_umask()
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -44,6 +71,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     # Same directory: os.replace is only atomic within one file system.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; give it the mode a plain open() would: the old file's
+        # mode when replacing one, else 0666 minus the umask (shared storage stays readable).
+        os.fchmod(fd, _file_mode(path))
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -59,6 +59,7 @@ from dnn_modularity.runtime import (
     build_classifier,
     build_loggers,
     build_trainer,
+    checkpoint_files,
     configure_torch,
     default_run_name,
     finish_wandb,
@@ -66,7 +67,9 @@ from dnn_modularity.runtime import (
     instantiate,
     is_rank_zero,
     log_config,
+    missing_outputs,
     prepare_run_dir,
+    require_outputs,
 )
 
 __all__ = [
@@ -335,7 +338,9 @@ def _eval_trainer(cfg: DictConfig, run_dir: Path) -> Any:
 
 def _test_acc(trainer: Any, module: Any, datamodule: Any, ckpt_path: str | None = None) -> float:
     """Test accuracy in % (the classifier logs ``test/acc``)."""
-    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False)
+    results = trainer.test(
+        module, datamodule=datamodule, ckpt_path=ckpt_path, verbose=False, weights_only=True
+    )
     return 100.0 * float(results[0]["test/acc"]) if results else math.nan
 
 
@@ -370,7 +375,10 @@ def _finetune(
     seconds = time.perf_counter() - start
     # The final weights, whatever the checkpoint callbacks keep (callbacks=none included).
     final = run_dir / "pruned_final.ckpt"
-    trainer.save_checkpoint(str(final))
+    trainer.save_checkpoint(str(final), weights_only=False)
+    # Lightning skips checkpoints it may not write without an error: fail instead.
+    missing = missing_outputs({**checkpoint_files(trainer), "final checkpoint": final})
+    require_outputs(trainer.strategy.broadcast(missing if trainer.is_global_zero else {}), run_dir)
     tested = str(final)
     best = getattr(trainer.checkpoint_callback, "best_model_path", "")
     if str(cfg.get("test_ckpt", "last")) == "best" and best:
@@ -412,7 +420,9 @@ def _prune_and_finetune(
     eval_trainer = _eval_trainer(cfg, run_dir)
     acc_before = _test_acc(eval_trainer, module, datamodule)
     init_ckpt = run_dir / "pruned_init.ckpt"
-    eval_trainer.save_checkpoint(str(init_ckpt))
+    eval_trainer.save_checkpoint(str(init_ckpt), weights_only=False)
+    if is_rank_zero():
+        require_outputs(missing_outputs({"pruned network checkpoint": init_ckpt}), run_dir)
 
     if bool(cfg.get("finetune", True)):
         ft = _finetune(cfg, module, datamodule, run_dir, loggers)
@@ -698,13 +708,14 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
         raise ValueError(f"unknown pruning rule {rule!r}; valid rules: {[*RULES, SWEEP_RULE]}")
     measure = _check_measure(str(cfg.measure))
     configure_torch(cfg)
-    run_dir = prepare_run_dir(cfg, hydra_config())
-    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-
+    # weights_only=True inside; the checkpoint's optimizer/scheduler entries stay plain data.
     parent = load_classifier(str(cfg.ckpt_path))
     datamodule = instantiate(cfg.data)
     datamodule.setup()
     _check_fits(parent, datamodule, str(cfg.ckpt_path))
+    # Claimed after the checks above, so a refused config leaves no folder behind.
+    run_dir = prepare_run_dir(cfg, hydra_config(), inputs=[cfg.ckpt_path, cfg.get("curve")])
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     # The curve (not needed by an explicit list, but recorded with it when available).
     curve: Curve | None = None

@@ -31,7 +31,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from dnn_modularity.io import atomic_save_figure, read_csv_rows, write_csv_rows, write_json
-from dnn_modularity.runtime import CONF_DIR, build_loggers
+from dnn_modularity.rundir import run_stamp
+from dnn_modularity.runtime import CONF_DIR, build_loggers, claim_config_run_dir, hydra_config
 
 __all__ = ["ANALYSIS_NAMES", "Job", "build_report", "find_jobs", "main", "report"]
 
@@ -39,7 +40,15 @@ log = logging.getLogger(__name__)
 
 ANALYSIS_NAMES = ("curve", "adversarial", "dynamics", "difference", "histograms", "ring")
 #: Overrides that identify *where* a job ran rather than *what* it measured.
-_IGNORED_KEYS = ("run_dir", "hydra.", "device", "num_threads", "logger", "batch_size")
+_IGNORED_KEYS = (
+    "run_dir",
+    "overwrite",
+    "hydra.",
+    "device",
+    "num_threads",
+    "logger",
+    "batch_size",
+)
 
 
 @dataclass
@@ -344,7 +353,7 @@ def build_report(
 
     Args:
         root: Multirun folder (or any folder holding analysis job folders).
-        out_dir: Where to write (default ``<root>/report``).
+        out_dir: Where to write (default a new ``<root>/report/<time>_<id>``).
         include_nulls: Also draw each job's random-init and shuffled-label curves.
         loggers: Lightning loggers that receive the figures and the combined table.
 
@@ -366,7 +375,7 @@ def build_report(
             f"no analysis records ({', '.join(f'{n}.json' for n in ANALYSIS_NAMES)}) under "
             f"{root}; point dir= at a folder made by `python -m dnn_modularity.analyze -m ...`"
         )
-    out = Path(out_dir) if out_dir else root / "report"
+    out = Path(out_dir) if out_dir else root / "report" / run_stamp()
     by_analysis: dict[str, list[Job]] = {}
     for job in jobs:
         by_analysis.setdefault(job.analysis, []).append(job)
@@ -420,9 +429,21 @@ def build_report(
 
 
 def report(cfg: DictConfig) -> dict[str, Any]:
-    """Plain function behind the CLI: ``build_report`` with the config's settings."""
-    out = Path(str(cfg.out_dir)) if cfg.get("out_dir") else Path(str(cfg.dir)) / "report"
-    # A subfolder: the records own the report folder (CSVLogger would warn about it).
+    """Plain function behind the CLI: ``build_report`` with the config's settings.
+
+    The report goes to ``out_dir``, else Hydra's run folder, else a new
+    ``<dir>/report/<time>_<id>``; a folder holding an earlier report is refused unless
+    ``overwrite=true`` (see :mod:`dnn_modularity.rundir`).
+    """
+    hydra_cfg = hydra_config()
+    if cfg.get("out_dir"):
+        out = Path(str(cfg.out_dir)).resolve()
+    elif hydra_cfg is not None:
+        out = Path(hydra_cfg.runtime.output_dir).resolve()
+    else:
+        out = (Path(str(cfg.dir)) / "report" / run_stamp()).resolve()
+    claim_config_run_dir(cfg, out, hydra_cfg, inputs=[cfg.dir])
+    # A subfolder: the records own the report folder.
     loggers = build_loggers(cfg.get("logger"), out / "logs", f"report-{Path(str(cfg.dir)).name}")
     result = build_report(cfg.dir, out, include_nulls=bool(cfg.include_nulls), loggers=loggers)
     log.info("report of %d jobs -> %s", len(result["jobs"]), result["out_dir"])

@@ -8,26 +8,33 @@ and close the W&B run (online automatically when an API key is configured, else 
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
+import socket
 import sys
-import time
-from collections.abc import Sequence
+import threading
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dnn_modularity.io import atomic_write_text
+from dnn_modularity.rundir import claim_run_dir, is_rank_zero, run_stamp
 
 __all__ = [
     "CONF_DIR",
+    "WANDB_CONNECT_TIMEOUT",
     "WANDB_MODES",
+    "OutputsMissingError",
     "build_callbacks",
     "build_classifier",
     "build_loggers",
     "build_trainer",
+    "checkpoint_files",
+    "claim_config_run_dir",
     "config_group",
     "configure_torch",
     "default_run_name",
@@ -37,11 +44,15 @@ __all__ = [
     "is_rank_zero",
     "log_config",
     "make_wandb_logger",
+    "missing_outputs",
     "plain_or_none",
     "prepare_run_dir",
+    "require_outputs",
     "resolve_run_dir",
     "resolve_wandb_mode",
     "wandb_key_configured",
+    "wandb_server",
+    "wandb_unreachable",
 ]
 
 #: The Hydra config folder: `$DNN_MODULARITY_CONF` if set, else the checkout's `conf/`
@@ -52,6 +63,11 @@ CONF_DIR = Path(
 
 #: Valid values of the W&B logger's `mode`.
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+#: Seconds to wait for a TCP connection to the W&B server before logging offline.
+WANDB_CONNECT_TIMEOUT = 3.0
+
+log = logging.getLogger(__name__)
 
 #: Default folders (inside the run directory) of the checkpoint callbacks with `dirpath: null`.
 _CHECKPOINT_DIRS = {
@@ -121,13 +137,6 @@ def hydra_config() -> Any | None:
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
-def is_rank_zero() -> bool:
-    """True on the global rank-zero process (or outside distributed runs)."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    return getattr(rank_zero_only, "rank", 0) == 0
-
-
 def resolve_run_dir(
     cfg: DictConfig,
     hydra_cfg: Any | None = None,
@@ -135,13 +144,16 @@ def resolve_run_dir(
     default_name: str = "train",
     subdir: str | None = None,
 ) -> Path:
-    """The run folder: `cfg.run_dir`, else Hydra's output dir, else `outputs/<name>/<time>`.
+    """The run folder: `cfg.run_dir`, else Hydra's output dir, else `outputs/<name>/<stamp>`.
+
+    The default folder ends in `run_stamp()` (time to the millisecond + random hex digits), so
+    two runs started in the same second never share it.
 
     Args:
         cfg: The composed config (`run_dir`, `name`).
         hydra_cfg: `hydra_config()` (None outside `@hydra.main`).
         default_name: Folder name when `cfg.name` is unset.
-        subdir: Extra folder between the name and the time stamp (e.g. the analysis name).
+        subdir: Extra folder between the name and the stamp (e.g. the analysis name).
 
     Returns:
         The absolute folder (not created).
@@ -150,30 +162,125 @@ def resolve_run_dir(
         return Path(str(cfg.run_dir)).resolve()
     if hydra_cfg is not None:
         return Path(hydra_cfg.runtime.output_dir).resolve()
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    parts = [str(cfg.get("name", default_name)), *([subdir] if subdir else []), stamp]
+    parts = [str(cfg.get("name", default_name)), *([subdir] if subdir else []), run_stamp()]
     return Path("outputs", *parts).resolve()
 
 
-def prepare_run_dir(cfg: DictConfig, hydra_cfg: Any | None = None) -> Path:
-    """Resolve the run folder, record it in `cfg.run_dir`, create it and write `config.yaml`.
+def claim_config_run_dir(
+    cfg: DictConfig,
+    run_dir: Path,
+    hydra_cfg: Any | None = None,
+    *,
+    resumes: bool = False,
+    inputs: Sequence[Any] = (),
+    write_config: bool = True,
+) -> Path:
+    """`rundir.claim_run_dir` with the config's `overwrite` flag (rank zero only).
 
-    Only rank zero writes; every rank gets the same folder.
+    Args:
+        cfg: The composed config (`overwrite`, `ckpt_path`).
+        run_dir: The folder from `resolve_run_dir`.
+        hydra_cfg: `hydra_config()`: Hydra's own files in its output folder are kept.
+        resumes: `cfg.ckpt_path` is a checkpoint to resume from (train).
+        inputs: Paths the run reads (never deleted by `overwrite=true`).
+        write_config: Write the resolved config to `config.yaml` (the claim file).
+
+    Returns:
+        The absolute folder (created on rank zero).
+
+    Raises:
+        RunDirInUseError: The folder holds another run's outputs (see `claim_run_dir`).
+    """
+    hydra_owned = hydra_cfg is not None and Path(hydra_cfg.runtime.output_dir).resolve() == run_dir
+    return claim_run_dir(
+        run_dir,
+        overwrite=bool(cfg.get("overwrite", False)),
+        resume_from=cfg.get("ckpt_path") if resumes else None,
+        inputs=[str(p) for p in inputs if p],
+        config_text=OmegaConf.to_yaml(cfg, resolve=True) if write_config else None,
+        hydra_owned=hydra_owned,
+        can_resume=resumes,
+    )
+
+
+def prepare_run_dir(
+    cfg: DictConfig,
+    hydra_cfg: Any | None = None,
+    *,
+    resumes: bool = False,
+    inputs: Sequence[Any] = (),
+) -> Path:
+    """Resolve and claim the run folder, record it in `cfg.run_dir`, write `config.yaml`.
+
+    A folder that holds another run's outputs is refused unless the run resumes from a
+    checkpoint inside it (`resumes`) or `cfg.overwrite` is true (its contents are deleted first).
+    Only rank zero checks and writes; every rank gets the same folder.
 
     Args:
         cfg: The composed config (updated in place: `run_dir`).
         hydra_cfg: `hydra_config()` (None outside `@hydra.main`).
+        resumes: `cfg.ckpt_path` is a checkpoint to resume from (train).
+        inputs: Paths the run reads (never deleted by `overwrite=true`).
 
     Returns:
         The absolute run folder.
+
+    Raises:
+        RunDirInUseError: The folder holds another run's outputs (see `rundir.claim_run_dir`).
     """
     run_dir = resolve_run_dir(cfg, hydra_cfg)
     with open_dict(cfg):
         cfg.run_dir = str(run_dir)
-    if is_rank_zero():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    claim_config_run_dir(cfg, run_dir, hydra_cfg, resumes=resumes, inputs=inputs)
     return run_dir
+
+
+# --- outputs ---------------------------------------------------------------------------------
+class OutputsMissingError(RuntimeError):
+    """A file the run reports (a checkpoint, a record) was not written."""
+
+
+def checkpoint_files(trainer: Any) -> dict[str, str]:
+    """Every checkpoint file the trainer's checkpoint callbacks report having saved.
+
+    Args:
+        trainer: A fitted `lightning.pytorch.Trainer`.
+
+    Returns:
+        `{description: path}` over the callbacks' kept top-k files, best and last paths.
+    """
+    files: dict[str, str] = {}
+    for callback in getattr(trainer, "checkpoint_callbacks", []):
+        name = type(callback).__name__
+        for path in [*callback.best_k_models, callback.best_model_path, callback.last_model_path]:
+            if path:
+                files.setdefault(str(path), f"{name} checkpoint")
+    return {f"{what} {Path(path).name}": path for path, what in files.items()}
+
+
+def missing_outputs(paths: Mapping[str, Any]) -> dict[str, str]:
+    """The entries of `paths` (name -> path or None) whose path does not exist."""
+    return {name: str(path) for name, path in paths.items() if path and not Path(path).exists()}
+
+
+def require_outputs(missing: Mapping[str, str] | None, run_dir: Path) -> None:
+    """Fail loudly when the run did not write what it reports (see `missing_outputs`).
+
+    Args:
+        missing: `{name: path}` of files that should exist but do not (empty/None: fine).
+        run_dir: The run folder (for the message).
+
+    Raises:
+        OutputsMissingError: Naming every missing file and the likely cause.
+    """
+    if not missing:
+        return
+    listed = "; ".join(f"{name}: {path}" for name, path in missing.items())
+    raise OutputsMissingError(
+        f"the run did not write {len(missing)} file(s) it reports ({listed}). Lightning skips a "
+        "checkpoint it is not permitted to write without an error, so check that the folders "
+        f"under {run_dir} are writable and have free space; no results.json was written"
+    )
 
 
 def configure_torch(cfg: DictConfig) -> None:
@@ -358,6 +465,45 @@ def resolve_wandb_mode(mode: str = "auto") -> str:
     return "online" if wandb_key_configured() else "offline"
 
 
+def wandb_server() -> tuple[str, int]:
+    """Host and port of the W&B server (`WANDB_BASE_URL`, default https://api.wandb.ai)."""
+    url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"https://{url}")
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    return parsed.hostname or "api.wandb.ai", port
+
+
+def wandb_unreachable(timeout: float = WANDB_CONNECT_TIMEOUT) -> str | None:
+    """Why the W&B server cannot be reached (a TCP connection within `timeout` s), or None.
+
+    A compute node without internet access makes `wandb.init` retry for minutes and then fail;
+    this check answers in at most `timeout` seconds (name resolution included).
+
+    Args:
+        timeout: Seconds to wait for the connection.
+
+    Returns:
+        None when a connection opened, else a short reason naming the server.
+    """
+    host, port = wandb_server()
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome.append(None)
+        except OSError as err:
+            outcome.append(f"{type(err).__name__}: {err}")
+
+    # A thread bounds name resolution too (getaddrinfo has no timeout of its own).
+    worker = threading.Thread(target=connect, daemon=True, name="wandb-reachable")
+    worker.start()
+    worker.join(timeout + 0.5)
+    if not outcome:
+        return f"{host}:{port} did not answer within {timeout:g} s"
+    return None if outcome[0] is None else f"{host}:{port}: {outcome[0]}"
+
+
 def make_wandb_logger(
     save_dir: str | os.PathLike[str] | None = None,
     project: str = "dnn-modularity",
@@ -369,7 +515,12 @@ def make_wandb_logger(
     log_model: bool = False,
     **kwargs: Any,
 ) -> Any:
-    """Lightning `WandbLogger`, offline automatically when no API key is configured.
+    """Lightning `WandbLogger`: online with a reachable server and an API key, else offline.
+
+    Online mode is checked up front (rank zero): when the W&B server does not accept a
+    connection within `WANDB_CONNECT_TIMEOUT` seconds (a compute node without internet access),
+    or the online run cannot be started, the logger falls back to offline mode with one warning
+    line saying how to sync later - the training run is never lost to the logger.
 
     Args:
         save_dir: Folder receiving `wandb/` (the run directory).
@@ -392,17 +543,49 @@ def make_wandb_logger(
     save_dir.mkdir(parents=True, exist_ok=True)
     if resolved == "disabled":
         kwargs["mode"] = "disabled"
-    return WandbLogger(
-        save_dir=str(save_dir),
-        project=project,
-        entity=entity,
-        group=group,
-        name=name,
-        tags=list(tags) if tags else None,
-        offline=resolved == "offline",
-        log_model=log_model,
-        **kwargs,
+
+    def build(offline: bool, fallback: bool = False) -> Any:
+        return WandbLogger(
+            save_dir=str(save_dir),
+            project=project,
+            entity=entity,
+            group=group,
+            name=name,
+            tags=list(tags) if tags else None,
+            offline=offline,
+            log_model=log_model and not fallback,  # offline runs cannot upload checkpoints
+            **kwargs,
+        )
+
+    if resolved != "online" or not is_rank_zero():
+        return build(offline=resolved == "offline")
+    how = (
+        f"logging offline to {save_dir / 'wandb'} (upload later with "
+        f"`wandb sync {save_dir / 'wandb'}/offline-run-*`)"
     )
+    reason = wandb_unreachable()
+    if reason is not None:
+        log.warning("W&B server unreachable (%s): %s", reason, how)
+        return build(offline=True, fallback=True)
+    logger = build(offline=False)
+    try:
+        logger.experiment  # noqa: B018  (starts the online run now, while it can still fall back)
+    except Exception as err:  # any failure to start online must not cost the training run
+        log.warning("W&B run could not start online (%r): %s", err, how)
+        _finish_quietly()
+        return build(offline=True, fallback=True)
+    return logger
+
+
+def _finish_quietly() -> None:
+    """Close a half-started W&B run, ignoring errors (it failed already)."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1, quiet=True)
+    except Exception:  # it failed already; nothing left to report
+        pass
 
 
 def finish_wandb(loggers: Sequence[Any]) -> None:

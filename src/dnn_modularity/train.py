@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dnn_modularity.io import write_json
 from dnn_modularity.runtime import (
@@ -24,14 +25,19 @@ from dnn_modularity.runtime import (
     build_classifier,
     build_loggers,
     build_trainer,
+    checkpoint_files,
     configure_torch,
     default_run_name,
     finish_wandb,
     hydra_config,
     instantiate,
+    is_rank_zero,
     log_config,
     make_wandb_logger,
+    missing_outputs,
     prepare_run_dir,
+    require_outputs,
+    resolve_run_dir,
     resolve_wandb_mode,
 )
 
@@ -123,6 +129,13 @@ def check_config(cfg: DictConfig, hydra_cfg: Any | None = None) -> None:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train a classifier with per-epoch modularity curves, test it, and record everything.
 
+    Resuming (`ckpt_path`): the checkpoint is read with `weights_only=True` and must be one of
+    this package's; its modularity monitor must have measured with the same settings (see
+    `ModularityMonitor.check_resume`). Resumed into the folder that holds the checkpoint, the
+    run appends to that folder's `metrics.csv` and `modularity.csv` (rows a crashed run logged
+    after the checkpoint are dropped). Lightning does not restore the random-number generators:
+    batches after a resume are shuffled differently from an uninterrupted run.
+
     Args:
         cfg: A config composed from `conf/train.yaml` (by `@hydra.main` or `hydra.compose`).
 
@@ -131,15 +144,30 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "fit_seconds": float}`.
 
     Raises:
-        ValueError, KeyError, FileNotFoundError: On bad configurations, before training starts.
+        ValueError, KeyError, FileNotFoundError: On bad configurations or checkpoints, before
+            training starts.
+        RunDirInUseError: The run folder holds another run's outputs (see `rundir`).
+        OutputsMissingError: After training, when a checkpoint or record the run reports was
+            not written (e.g. an unwritable `checkpoints/`); no `results.json` is written then.
     """
     import lightning.pytorch as L
 
     from dnn_modularity.callbacks import ModularityMonitor
+    from dnn_modularity.checkpoints import load_checkpoint
+    from dnn_modularity.loggers import RunCSVLogger
 
     hydra_cfg = hydra_config()
     check_config(cfg, hydra_cfg)
-    run_dir = prepare_run_dir(cfg, hydra_cfg)
+    resume = load_checkpoint(str(cfg.ckpt_path)) if cfg.get("ckpt_path") else None
+    with open_dict(cfg):
+        cfg.run_dir = str(resolve_run_dir(cfg, hydra_cfg))
+    run_dir = Path(cfg.run_dir)
+    callbacks = build_callbacks(cfg.get("callbacks"), run_dir)
+    monitors = [cb for cb in callbacks if isinstance(cb, ModularityMonitor)]
+    if resume is not None:
+        for monitor in monitors:  # refused before the run folder is touched
+            monitor.check_resume(resume, cfg.ckpt_path)
+    run_dir = prepare_run_dir(cfg, hydra_cfg, resumes=True)
     configure_torch(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
@@ -149,15 +177,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.to_container(cfg.model, resolve=True),  # type: ignore[arg-type]
         datamodule,
     )
-    callbacks = build_callbacks(cfg.get("callbacks"), run_dir)
     loggers: list[Any] = []
     try:
         loggers = build_loggers(cfg.get("logger"), run_dir, default_run_name(cfg, run_dir))
+        csv_logger = next((lg for lg in loggers if isinstance(lg, RunCSVLogger)), None)
+        if resume is not None and csv_logger is not None and is_rank_zero():
+            csv_logger.drop_rows_after(int(resume.get("global_step", 0)))
         log_config(loggers, cfg)
         trainer = build_trainer(cfg.trainer, run_dir, callbacks=callbacks, loggers=loggers)
         start = time.perf_counter()
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        # weights_only=True: resuming reads tensors and plain containers only (no code).
+        trainer.fit(
+            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+        )
         fit_seconds = time.perf_counter() - start
+        # Lightning ignores a checkpoint it could not write (a PermissionError while saving):
+        # fail here, on every rank together, rather than report weights that do not exist.
+        missing = missing_outputs(checkpoint_files(trainer)) if trainer.is_global_zero else []
+        require_outputs(trainer.strategy.broadcast(missing, src=0), run_dir)
 
         test_metrics: dict[str, float] = {}
         if cfg.get("test", True):
@@ -165,14 +202,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             best = getattr(trainer.checkpoint_callback, "best_model_path", "")
             if cfg.get("test_ckpt", "last") == "best" and best:
                 ckpt = best
-            results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+            results = trainer.test(
+                module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True
+            )
             test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
 
-        monitor = next((cb for cb in callbacks if isinstance(cb, ModularityMonitor)), None)
+        monitor = monitors[0] if monitors else None
+        measured = monitor is not None and bool(monitor.history)
         checkpoint = trainer.checkpoint_callback
+        # Only what this run writes by design: fast_dev_run, for one, replaces the loggers and
+        # saves no checkpoints.
+        logged = csv_logger is not None and csv_logger in trainer.loggers
+        saved = [p for p in checkpoint_files(trainer).values() if run_dir in Path(p).parents]
         paths = {
             "config": str(run_dir / "config.yaml"),
-            "checkpoints": str(run_dir / "checkpoints"),
+            "checkpoints": str(run_dir / "checkpoints") if saved else None,
             "best_checkpoint": getattr(checkpoint, "best_model_path", "") or None,
             "last_checkpoint": next(
                 (
@@ -182,9 +226,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 ),
                 None,
             ),
-            "metrics_csv": str(run_dir / "metrics.csv"),
-            "modularity_csv": str(monitor.csv_path(trainer)) if monitor else None,
-            "figures": str(run_dir / "figures"),
+            "metrics_csv": csv_logger.metrics_file if logged else None,
+            "modularity_csv": str(monitor.csv_path(trainer)) if measured else None,
+            "figures": str(run_dir / "figures") if measured and monitor.figures else None,
         }
         result = {
             "name": cfg.get("name"),
@@ -195,6 +239,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "paths": paths,
         }
         if trainer.is_global_zero:
+            require_outputs(missing_outputs(paths), run_dir)
             write_json(run_dir / "results.json", result)
         return result
     finally:

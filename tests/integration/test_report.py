@@ -47,7 +47,7 @@ def test_report_rebuilds_the_n_ablation_from_a_multirun(tmp_path):
     assert len(jobs) == 2 and swept_settings(jobs) == ["probe.n"]
 
     _run_module("dnn_modularity.report", f"dir={sweep}", "include_nulls=true")
-    out = sweep / "report"
+    (out,) = (sweep / "report").iterdir()  # a new folder per report: <time>_<id>
     width, height = Image.open(out / "curves.png").size
     assert abs(width - 640) < 40 and abs(height - 420) < 40  # one panel of 6.4 x 4.2 in
     assert (out / "curves.pdf").stat().st_size > 1000

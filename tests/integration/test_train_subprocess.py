@@ -54,7 +54,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 @pytest.mark.slow
 @pytest.mark.ddp
 def test_ddp_on_two_cpu_processes_equals_single_process_curve(tmp_path: Path) -> None:
-    run_dir = tmp_path / "ddp"
+    # The default run folder (a unique stamp): the re-launched rank gets the parent's folder.
     proc = run_train(
         [
             "trainer=ddp_cpu",
@@ -62,11 +62,12 @@ def test_ddp_on_two_cpu_processes_equals_single_process_curve(tmp_path: Path) ->
             "probe.n=101",  # odd: the two shards differ in size
             "callbacks.epoch_checkpoints.every_n_epochs=1",
             "callbacks.epoch_checkpoints.save_init=true",
-            f"hydra.run.dir={run_dir}",
         ],
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    (run_dir,) = (tmp_path / "outputs").glob("*/*")  # one folder for both processes
+    assert (run_dir / "train_ddp_process_1.log").is_file()
     rows = read_csv(run_dir / "modularity.csv")
     # Each (epoch, layer) row exactly once although two processes measured.
     assert Counter((r["epoch"], r["layer_index"]) for r in rows).most_common(1)[0][1] == 1

@@ -70,3 +70,28 @@ def test_atomic_save_figure_writes_png_and_pdf(tmp_path: Path) -> None:
     assert [p.name for p in paths] == ["curve.v1.png", "curve.v1.pdf"]
     assert paths[0].read_bytes()[:4] == b"\x89PNG"
     assert paths[1].read_bytes()[:4] == b"%PDF"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_respect_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    # The temporary file of the atomic writers (mkstemp: 0600) used to become the output file,
+    # so collaborators could not read records, figures or configs on shared storage.
+    old = os.umask(umask)
+    try:
+        paths = [
+            io.atomic_write_text(tmp_path / "config.yaml", "a: 1\n"),
+            io.write_json(tmp_path / "results.json", {"a": 1}),
+            io.write_csv_rows(tmp_path / "m.csv", [{"a": 1}]),
+            io.append_csv_rows(tmp_path / "m.csv", [{"a": 2}]),
+        ]
+        assert io.current_umask() == umask
+    finally:
+        os.umask(old)
+    assert {oct(p.stat().st_mode & 0o777) for p in paths} == {oct(mode)}
+
+
+def test_rewriting_a_file_keeps_its_mode(tmp_path: Path) -> None:
+    path = io.atomic_write_text(tmp_path / "shared.csv", "a\n")
+    path.chmod(0o640)  # the user's choice, as open(path, "w") would keep it
+    io.atomic_write_text(path, "b\n")
+    assert path.stat().st_mode & 0o777 == 0o640

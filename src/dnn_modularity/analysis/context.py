@@ -20,6 +20,7 @@ from dnn_modularity.analysis.common import AnalysisOutput, resolve_device, save_
 from dnn_modularity.io import atomic_write_text
 from dnn_modularity.runtime import (
     build_loggers,
+    claim_config_run_dir,
     finish_wandb,
     hydra_config,
     instantiate,
@@ -115,13 +116,14 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
     Raises:
         ValueError: Neither ``ckpt_path`` nor ``model`` given when a model is needed, or model
             and data that do not fit together.
+        RunDirInUseError: The output folder holds another run's outputs.
     """
     analysis = str(cfg.analysis.name)
     device = resolve_device(cfg.get("device"))
     datamodule = instantiate(cfg.data)
     datamodule.setup()
-    out_dir = resolve_run_dir(cfg, hydra_config(), default_name="analyze", subdir=analysis)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    hydra_cfg = hydra_config()
+    out_dir = resolve_run_dir(cfg, hydra_cfg, default_name="analyze", subdir=analysis)
     model = None
     model_name = "model"
     if need_model:
@@ -153,6 +155,10 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
         taps = list(taps)
     graph = cfg.get("graph") or {}
     class_names = getattr(datamodule, "classes", None) or getattr(datamodule, "class_names", None)
+    # One run per folder (after the checks above, so a refused config leaves nothing behind):
+    # a folder holding another run's outputs is refused unless overwrite=true.
+    inputs = [cfg.get("ckpt_path"), (cfg.get("analysis") or {}).get("run_dir")]
+    claim_config_run_dir(cfg, out_dir, hydra_cfg, inputs=inputs)
     return Context(
         cfg=cfg,
         model=model,
@@ -164,7 +170,7 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
         feature_dtype=_DTYPES[str(dtype_name)] if dtype_name is not None else None,
         class_names=list(class_names) if class_names else None,
         model_name=model_name,
-        # A subfolder: the records own the run folder (CSVLogger would warn about it).
+        # A subfolder: the records own the run folder.
         loggers=build_loggers(
             cfg.get("logger"),
             out_dir / "logs",

@@ -278,14 +278,13 @@ def checkpoint_epoch(path: str | Path) -> int:
     from_name = _epoch_from_name(Path(path).name)
     if from_name is not None:
         return from_name
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    try:
-        return int(state["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
-    except (KeyError, TypeError):
-        pass
-    if "epoch" not in state:
+    from dnn_modularity.checkpoints import checkpoint_epochs_done, load_checkpoint
+
+    # weights_only=True: a shared checkpoint must not run code when we read its epoch.
+    epochs = checkpoint_epochs_done(load_checkpoint(path, need_model=False))
+    if epochs is None:
         raise ValueError(f"cannot tell the epoch of checkpoint {path}: no 'epoch' in name or file")
-    return int(state["epoch"]) + 1
+    return epochs
 
 
 def dynamics_from_checkpoints(

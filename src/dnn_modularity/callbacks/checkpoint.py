@@ -54,4 +54,5 @@ class EpochCheckpoint(ModelCheckpoint):
             return
         name = self.format_checkpoint_name({"epoch": -1, "step": 0})
         # `save_checkpoint` is collective under DDP (rank 0 writes), so every rank calls it.
-        trainer.save_checkpoint(os.fspath(name))
+        # A full checkpoint, like the callback's own saves (Lightning logs a notice when unset).
+        trainer.save_checkpoint(os.fspath(name), weights_only=self.save_weights_only)

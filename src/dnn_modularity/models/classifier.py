@@ -203,6 +203,14 @@ def load_classifier(
 ) -> ImageClassifier:
     """Load an `ImageClassifier` checkpoint written by `dnn_modularity.train`, in eval mode.
 
+    The file is read with `weights_only=True` (tensors and plain containers only; see
+    `dnn_modularity.checkpoints`), and the module is rebuilt from the stored architecture dict,
+    normalisation and loss options. The training recipe stored beside them (the optimizer and
+    scheduler `_target_` mappings) is kept as plain data in `module.checkpoint_recipe` and never
+    instantiated: the loaded module has no optimizer of its own (`hparams.optimizer` is None).
+    Checkpoints whose hyperparameters sit under an older Lightning key (`hparams`,
+    `module_arguments`) load too.
+
     Args:
         ckpt_path: A Lightning `.ckpt` file.
         map_location: Device to load the weights onto.
@@ -212,11 +220,39 @@ def load_classifier(
 
     Raises:
         FileNotFoundError: When the file does not exist.
+        NotACheckpointError: When it is not a checkpoint written by this package (a text file,
+            random bytes, a torch file without a classifier, or one holding code objects).
     """
-    if not os.path.isfile(ckpt_path):
-        raise FileNotFoundError(f"checkpoint {os.fspath(ckpt_path)!r} does not exist")
-    # Checkpoints hold callback states and hyper-parameters besides tensors (our own files).
-    module = ImageClassifier.load_from_checkpoint(
-        ckpt_path, map_location=map_location, weights_only=False
+    from dnn_modularity.checkpoints import NotACheckpointError, checkpoint_hparams, load_checkpoint
+
+    checkpoint = load_checkpoint(ckpt_path, map_location=map_location)
+    hparams = checkpoint_hparams(checkpoint)
+    missing = [key for key in ("mean", "std") if key not in hparams]
+    if missing:
+        raise NotACheckpointError(
+            f"{os.fspath(ckpt_path)!r} is not a checkpoint written by dnn_modularity: its "
+            f"hyperparameters lack {missing} (has {sorted(hparams)})"
+        )
+    module = ImageClassifier(
+        net_config=dict(hparams["net_config"]),
+        mean=hparams["mean"],
+        std=hparams["std"],
+        optimizer=None,
+        scheduler=None,
+        scheduler_interval=str(hparams.get("scheduler_interval", "epoch")),
+        label_smoothing=float(hparams.get("label_smoothing", 0.0)),
+        channels_last=bool(hparams.get("channels_last", False)),
+        compile=False,  # analysis and pruning forward through `.model` (hooks need it uncompiled)
     )
-    return module.eval()
+    module.checkpoint_recipe = {
+        "optimizer": hparams.get("optimizer"),
+        "scheduler": hparams.get("scheduler"),
+    }
+    try:
+        module.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as err:
+        raise NotACheckpointError(
+            f"the weights in {os.fspath(ckpt_path)!r} do not fit the network its "
+            f"hyperparameters describe ({hparams['net_config']}): {err}"
+        ) from None
+    return module.to(torch.device(map_location)).eval()
