@@ -80,6 +80,7 @@ __all__ = [
     "markdown_table",
     "measure_curve",
     "prune",
+    "read_curve",
     "read_curve_record",
 ]
 
@@ -225,6 +226,33 @@ def read_curve_record(path: str | Path, measure: str = "modularity") -> Curve:
     raise ValueError(
         f"curve record {str(path)!r} has no {measure!r} curve; expected analyze's curve.csv / "
         f"curve_summary.csv / ring.csv or train's modularity.csv; columns: {sorted(cols)}"
+    )
+
+
+def read_curve(spec: str | Path, measure: str = "modularity") -> Curve:
+    """The curve named by ``curve=``: a record path, or ``authors:cifar10`` / ``authors:cifar100``.
+
+    ``authors:<dataset>`` is the ResNet-56 curve paper 1's authors published with their code
+    (:mod:`dnn_modularity.reference`; Newman Q, so ``measure=modularity`` only). Paper 1's rule on
+    ``authors:cifar10`` gives Table 1's blocks [2, 3, 6].
+
+    Raises:
+        ValueError: an unknown ``authors:`` name, or ``measure=M`` with a published curve.
+        FileNotFoundError: a record path that does not exist.
+    """
+    from dnn_modularity.reference import authors_curve, authors_curve_name
+
+    dataset = authors_curve_name(spec)
+    if dataset is None:
+        return read_curve_record(spec, measure)
+    if _check_measure(measure) != "modularity":
+        raise ValueError(
+            f"curve={spec} is a Newman-modularity curve (paper 1); use measure=modularity, "
+            f"not measure={measure}"
+        )
+    ref = authors_curve(dataset)
+    return Curve(
+        layers=list(ref.layers), values=[list(ref.values)], measure=measure, source=str(spec)
     )
 
 
@@ -417,7 +445,8 @@ def _prune_and_finetune(
     if bool(cfg.get("finetune", True)):
         ft = _finetune(cfg, module, datamodule, run_dir, loggers)
     else:
-        ft = {"acc": acc_before, "epochs": 0, "seconds": 0.0, "checkpoint": str(init_ckpt)}
+        # No fine-tuning: the "after FT" cells stay empty rather than repeat the "before" ones.
+        ft = {"acc": None, "epochs": 0, "seconds": 0.0, "checkpoint": str(init_ckpt)}
 
     arch = bare_model(child).arch_config()
     c = costs.to_dict()
@@ -425,11 +454,7 @@ def _prune_and_finetune(
         "model": parent.net.arch_config().get("name"),
         "data": getattr(datamodule, "name", ""),
         "rule": decision.rule,
-        "params_rule": ", ".join(
-            f"{k}={v}"
-            for k, v in decision.params.items()
-            if k not in ("remove", "keep_stage_first")
-        ),
+        "params_rule": ", ".join(f"{k}={v}" for k, v in decision.params.items() if k != "remove"),
         "measure": cfg.measure if decision.values is not None else "",
         "num_removed": len(decision.removed),
         "removed_layers": " ".join(decision.removed),
@@ -438,7 +463,7 @@ def _prune_and_finetune(
         "acc_pruned_after_ft": ft["acc"],
         # Paper 1 (Sec. 5.2, Fig. 10b): ΔAcc = Acc_parent − Acc_pruned, the accuracy *drop*
         # (positive = the pruned network is worse), as in delta_m_vs_delta_acc.csv.
-        "delta_acc": acc_parent - ft["acc"],
+        "delta_acc": None if ft["acc"] is None else acc_parent - ft["acc"],
         "finetune_epochs": ft["epochs"],
         "params": c["params"],
         "pruned_params": c["pruned_params"],
@@ -507,10 +532,9 @@ _MD_HEADERS = {
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The papers' table style in Markdown: one row per pruned network."""
+    optional = ("acc_parent_ft", "acc_pruned_after_ft")  # absent without fine-tuning
     cols = [
-        c
-        for c in _MD_HEADERS
-        if c != "acc_parent_ft" or any(r.get(c) not in (None, "") for r in rows)
+        c for c in _MD_HEADERS if c not in optional or any(r.get(c) not in (None, "") for r in rows)
     ]
     lines = [
         "| " + " | ".join(_MD_HEADERS[c] for c in cols) + " |",
@@ -613,6 +637,7 @@ def _log_results(
                     "flops_reduction",
                     "num_removed",
                 )
+                if row.get(k) is not None
             }
             logger.log_metrics(metrics)
         if type(logger).__name__ == "WandbLogger":
@@ -642,10 +667,7 @@ def _cell(value: Any) -> Any:
 
 def _rule_kwargs(pruning: DictConfig) -> dict[str, Any]:
     rule = str(pruning.rule)
-    kwargs: dict[str, Any] = {
-        "on_empty_stage": str(pruning.get("on_empty_stage", "error")),
-        "keep_stage_first": bool(pruning.get("keep_stage_first", True)),
-    }
+    kwargs: dict[str, Any] = {"on_empty_stage": str(pruning.get("on_empty_stage", "error"))}
     if rule == "delta":
         kwargs["tau"] = float(pruning.tau)
     elif rule == "criterion1":
@@ -658,6 +680,97 @@ def _rule_kwargs(pruning: DictConfig) -> dict[str, Any]:
             )
         kwargs["remove"] = [remove] if isinstance(remove, str) else list(remove)
     return kwargs
+
+
+#: How ``single_layer_sweep`` builds its variants: ``single`` removes each listed layer on its
+#: own; ``cumulative`` removes the first j listed layers in variant j (paper 1's VGG11_1..3,
+#: removed back to front from the parent, each variant inheriting the parent's weights).
+SWEEP_MODES: tuple[str, ...] = ("single", "cumulative")
+
+
+def _sweep_decisions(
+    pruning: DictConfig, net: nn.Module, curve: Curve, curve_kwargs: Mapping[str, Any]
+) -> tuple[list[PruningDecision], list[str]]:
+    """The variants of ``pruning=single_layer_sweep`` and the layer each one adds (Fig. 10b).
+
+    ``pruning.layers`` lists the layers in removal order (null: every removable layer; back to
+    front for ``mode=cumulative``); ``pruning.max_layers`` keeps the deepest N of them.
+    """
+    from dnn_modularity.pruning import removable_layers
+
+    mode = str(pruning.get("mode", "single"))
+    if mode not in SWEEP_MODES:
+        raise ValueError(f"unknown pruning.mode {mode!r}; valid choices: {list(SWEEP_MODES)}")
+    listed = pruning.get("layers")
+    if listed is None:
+        layers = removable_layers(net)
+        if mode == "cumulative":
+            layers = layers[::-1]  # paper 1 removes back to front
+    else:
+        layers = [str(x) for x in listed]
+    limit = pruning.get("max_layers")
+    if limit is not None:
+        # the deepest ones: paper 1 removes back to front
+        layers = layers[: int(limit)] if mode == "cumulative" else layers[-int(limit) :]
+    off_curve = [name for name in layers if name not in curve.layers]
+    if off_curve:
+        raise ValueError(
+            f"pruning.layers {off_curve} are not on the curve (block taps); curve layers: "
+            f"{curve.layers}"
+        )
+    on_empty = str(pruning.get("on_empty_stage", "error"))
+    decisions = [
+        decide_for_model(
+            net,
+            "explicit",
+            remove=layers[: j + 1] if mode == "cumulative" else [name],
+            on_empty_stage=on_empty,
+            **curve_kwargs,
+        )
+        for j, name in enumerate(layers)
+    ]
+    return decisions, layers
+
+
+def _final_acc(row: Mapping[str, Any]) -> float:
+    """The pruned network's reported accuracy: after fine-tuning, or before it without one."""
+    after = row.get("acc_pruned_after_ft")
+    return float(row["acc_pruned_before_ft"] if after is None else after)
+
+
+def _sweep_row(
+    decision: PruningDecision,
+    name: str,
+    row: Mapping[str, Any],
+    measure: str,
+    previous_acc: float,
+) -> dict[str, Any]:
+    """One point of Fig. 10(b): ΔM of the layer ``name`` against the accuracy drop.
+
+    ``delta_acc_drop`` = Acc_parent − Acc_variant (paper 1: "the accuracy of the original model
+    and pruned model"); ``delta_acc_step`` = Acc of the previous variant (the parent for the
+    first) − Acc_variant, the drop the added layer alone causes in a cumulative sweep.
+    """
+    idx = decision.layers.index(name)
+    final = _final_acc(row)
+    return {
+        "layer": name,
+        "layer_index": idx + 1,
+        "removed_layers": " ".join(decision.removed),
+        "num_removed": len(decision.removed),
+        "measure": measure,
+        "M_prev": decision.values[idx - 1] if idx > 0 else None,
+        "M_layer": decision.values[idx],
+        "delta_m": decision.deltas[idx],
+        "acc_parent": row["acc_parent"],
+        "acc_pruned_before_ft": row["acc_pruned_before_ft"],
+        "acc_pruned_after_ft": row["acc_pruned_after_ft"],
+        "finetuned": row["acc_pruned_after_ft"] is not None,
+        "delta_acc_drop": row["acc_parent"] - final,
+        "delta_acc_step": previous_acc - final,
+        "params_reduction": row["params_reduction"],
+        "flops_reduction": row["flops_reduction"],
+    }
 
 
 def _check_fits(parent: Any, datamodule: Any, ckpt_path: str) -> None:
@@ -709,7 +822,7 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
     # The curve (not needed by an explicit list, but recorded with it when available).
     curve: Curve | None = None
     if cfg.get("curve"):
-        curve = read_curve_record(str(cfg.curve), measure)
+        curve = read_curve(str(cfg.curve), measure)
     elif rule != "explicit" or bool(cfg.get("measure_for_explicit", False)):
         curve = measure_curve(parent.model, datamodule, cfg, run_dir / "curve")
     curve_kwargs: dict[str, Any] = {}
@@ -721,31 +834,11 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
         }
 
     # Decisions are made (and refused) before any training.
+    sweep_layers: list[str] = []
     if rule == SWEEP_RULE:
         if curve is None:
             raise ValueError("pruning=single_layer_sweep needs a curve (curve=<path> or measured)")
-        from dnn_modularity.pruning import removable_layers
-
-        layers = cfg.pruning.get("layers")
-        keep_first = bool(cfg.pruning.get("keep_stage_first", True))
-        layers = (
-            removable_layers(parent.net, keep_first) if layers is None else [str(x) for x in layers]
-        )
-        limit = cfg.pruning.get("max_layers")
-        if limit is not None:
-            layers = layers[-int(limit) :]  # the deepest ones: paper 1 removes back to front
-        decisions = [
-            decide_for_model(
-                parent.net, "explicit", remove=[name], keep_stage_first=keep_first, **curve_kwargs
-            )
-            for name in layers
-        ]
-        off_curve = [name for name in layers if name not in curve.layers]
-        if off_curve:
-            raise ValueError(
-                f"pruning.layers {off_curve} are not on the curve (block taps); curve layers: "
-                f"{curve.layers}"
-            )
+        decisions, sweep_layers = _sweep_decisions(cfg.pruning, parent.net, curve, curve_kwargs)
     else:
         decisions = [
             decide_for_model(parent.net, rule, **_rule_kwargs(cfg.pruning), **curve_kwargs)
@@ -772,7 +865,8 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
         sweep_rows: list[dict[str, Any]] = []
         sweep = rule == SWEEP_RULE
-        for decision in decisions:
+        previous_acc = acc_parent
+        for step, decision in enumerate(decisions):
             # Sweep variants fine-tune in variants/<layer>/ without the run's loggers (their step
             # counters would clash); their numbers go into the tables, which are logged.
             row = _prune_and_finetune(
@@ -781,35 +875,19 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
                 acc_parent=acc_parent,
                 decision=decision,
                 datamodule=datamodule,
-                run_dir=run_dir / "variants" / decision.removed[0] if sweep else run_dir,
+                run_dir=run_dir / "variants" / sweep_layers[step] if sweep else run_dir,
                 loggers=[] if sweep else loggers,
             )
-            if sweep:
-                name = decision.removed[0]
-                row["rule"] = SWEEP_RULE
-                idx = decision.layers.index(name)
-                sweep_rows.append(
-                    {
-                        "layer": name,
-                        "layer_index": idx + 1,
-                        "measure": measure,
-                        "M_prev": decision.values[idx - 1] if idx > 0 else None,
-                        "M_layer": decision.values[idx],
-                        "delta_m": decision.deltas[idx],
-                        "acc_parent": acc_parent,
-                        "acc_pruned_before_ft": row["acc_pruned_before_ft"],
-                        "acc_pruned_after_ft": row["acc_pruned_after_ft"],
-                        "delta_acc_drop": acc_parent - row["acc_pruned_after_ft"],
-                        "params_reduction": row["params_reduction"],
-                        "flops_reduction": row["flops_reduction"],
-                    }
-                )
             row["acc_parent_ft"] = acc_control
-            if sweep_rows and acc_control is not None:
-                sweep_rows[-1]["acc_parent_ft"] = acc_control
-                sweep_rows[-1]["delta_acc_drop_vs_control"] = (
-                    acc_control - row["acc_pruned_after_ft"]
+            if sweep:
+                row["rule"] = SWEEP_RULE
+                sweep_rows.append(
+                    _sweep_row(decision, sweep_layers[step], row, measure, previous_acc)
                 )
+                previous_acc = _final_acc(row)
+                if acc_control is not None:
+                    sweep_rows[-1]["acc_parent_ft"] = acc_control
+                    sweep_rows[-1]["delta_acc_drop_vs_control"] = acc_control - _final_acc(row)
             rows.append(row)
 
         result: dict[str, Any] = {
@@ -850,12 +928,12 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> float | None:
     """Console entry point (``dnn-prune`` / ``python -m dnn_modularity.prune``).
 
-    Returns the fine-tuned pruned network's test accuracy (for Hydra sweepers), or None for a
-    sweep.
+    Returns the pruned network's test accuracy (after fine-tuning, or before it with
+    ``finetune=false``) for Hydra sweepers, or None for a sweep.
     """
     result = prune(cfg)
     rows = result["rows"]
-    return rows[0]["acc_pruned_after_ft"] if len(rows) == 1 else None
+    return _final_acc(rows[0]) if len(rows) == 1 else None
 
 
 if __name__ == "__main__":
