@@ -259,16 +259,19 @@ def read_curve(spec: str | Path, measure: str = "modularity") -> Curve:
 def _m_curve_rows(model: nn.Module, probes: Sequence[Any], cfg: DictConfig) -> list[dict[str, Any]]:
     """Paper 2's M per layer and repeat (engine: top-|E| graph + class_separation)."""
     from dnn_modularity.analysis.common import layer_features
-    from dnn_modularity.graph import class_separation, top_edges_graph
+    from dnn_modularity.graph import class_separation, resolve_num_edges, top_edges_graph
 
     rows = []
+    explicit = cfg.graph.get("num_edges")
     for repeat, probe in enumerate(probes):
+        # |E|: paper 2's edge density for this N unless graph.num_edges is given (then clamped)
+        budget = resolve_num_edges(len(probe), None if explicit is None else int(explicit))
         for point, feats in layer_features(
             model, probe.images, taps="block", batch_size=int(cfg.batch_size)
         ):
             graph = top_edges_graph(
                 feats,
-                num_edges=min(int(cfg.graph.num_edges), len(probe) * (len(probe) - 1) // 2),
+                num_edges=budget.num_edges,
                 metric=str(cfg.graph.metric),
                 block_size=cfg.graph.get("block_size"),
             )
@@ -281,7 +284,8 @@ def _m_curve_rows(model: nn.Module, probes: Sequence[Any], cfg: DictConfig) -> l
                     "layer": str(point.name),
                     "tap": "block",
                     "N": len(probe),
-                    "num_edges": int(cfg.graph.num_edges),
+                    "num_edges": budget.num_edges,
+                    "edge_density": budget.density,
                     "metric": str(cfg.graph.metric),
                     "repeat": repeat,
                     "measure": "M",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import os
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,14 +33,15 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from dnn_modularity.data.probe import STRATEGIES, ProbeSet
-from dnn_modularity.graph import METRICS
+from dnn_modularity.graph import METRICS, resolve_num_edges
 from dnn_modularity.io import append_csv_rows, atomic_save_figure, write_csv_rows
 from dnn_modularity.metrics import ClassSeparationModularity, KNNModularity
 from dnn_modularity.taps import LayerTaps, feature_dims, iter_layer_features
 
 __all__ = ["CSV_COLUMNS", "FEATURE_MODES", "ModularityMonitor", "rows_to_matrix"]
 
-#: Columns of `modularity.csv` (the contract's columns, then the repeat index).
+#: Columns of `modularity.csv` (the contract's columns, the repeat index, then |E| and its density
+#: when paper 2's M is computed).
 CSV_COLUMNS = (
     "epoch",
     "layer_index",
@@ -54,6 +54,8 @@ CSV_COLUMNS = (
     "M",
     "seed",
     "repeat",
+    "num_edges",
+    "edge_density",
 )
 
 #: How features are collected:
@@ -132,7 +134,9 @@ class ModularityMonitor(Callback):
         repeats: Number R of probe sets (rows carry `repeat`; logged scalars are their mean).
         disjoint: Repeats use disjoint samples (True) or independent draws.
         compute_M: Also compute paper 2's M on the top-`num_edges` similarity subgraph.
-        num_edges: |E| of that subgraph; clamped to N(N-1)/2 with a warning.
+        num_edges: |E| of that subgraph; None (default): paper 2's edge density (40,000 of the
+            pairs of N = 4,000, 0.5 %) for this N; an explicit value is clamped to N(N-1)/2 with
+            a warning. Rows record `num_edges` and `edge_density`.
         batch_size: Probe images per forward pass.
         feature_mode: One of `FEATURE_MODES`.
         feature_memory_mb: Memory budget of "auto" for the features held at once (MiB).
@@ -158,7 +162,7 @@ class ModularityMonitor(Callback):
         repeats: int = 1,
         disjoint: bool = True,
         compute_M: bool = False,
-        num_edges: int = 40000,
+        num_edges: int | None = None,
         batch_size: int = 500,
         feature_mode: str = "auto",
         feature_memory_mb: float = 1024.0,
@@ -187,7 +191,7 @@ class ModularityMonitor(Callback):
             ("every_n_epochs", every_n_epochs),
             ("repeats", repeats),
             ("batch_size", batch_size),
-            ("num_edges", num_edges),
+            ("num_edges", 1 if num_edges is None else num_edges),
         ):
             if int(val) < 1:
                 raise ValueError(f"{key}={val} must be >= 1")
@@ -199,16 +203,11 @@ class ModularityMonitor(Callback):
         self.seed, self.strategy = int(seed), str(strategy)
         self.repeats, self.disjoint = int(repeats), bool(disjoint)
         self.compute_M = bool(compute_M)
-        max_edges = self.n * (self.n - 1) // 2
-        if int(num_edges) > max_edges:
-            if self.compute_M:
-                warnings.warn(
-                    f"num_edges={num_edges} exceeds the {max_edges} pairs of N={self.n} samples; "
-                    f"using num_edges={max_edges} (the complete graph)",
-                    stacklevel=2,
-                )
-            num_edges = max_edges
-        self.num_edges = int(num_edges)
+        budget = resolve_num_edges(
+            self.n, None if num_edges is None else int(num_edges), warn=self.compute_M
+        )
+        self.num_edges = budget.num_edges
+        self.edge_density = budget.density
         self.batch_size = int(batch_size)
         self.feature_mode = feature_mode
         self.feature_memory_mb = float(feature_memory_mb)
@@ -455,6 +454,8 @@ class ModularityMonitor(Callback):
                                 "M": m_value,
                                 "seed": self.seed,
                                 "repeat": repeat,
+                                "num_edges": self.num_edges if sep is not None else None,
+                                "edge_density": self.edge_density if sep is not None else None,
                             }
                         )
         finally:
@@ -561,6 +562,11 @@ class ModularityMonitor(Callback):
                 continue
             label = "modularity Q" if value == "modularity" else "class-separation M"
             what = f"N={self.n}, k={self.k}, {self.metric}, taps={self.tap_label}"
+            if value == "M":
+                what = (
+                    f"N={self.n}, |E|={self.num_edges} ({self.edge_density:.2%} of pairs), "
+                    f"{self.metric}, taps={self.tap_label}"
+                )
             fig = plot_curves(
                 matrix.numpy(),
                 labels=[f"epoch {e}" for e in epochs],
