@@ -74,6 +74,15 @@ def layer_key(index: int) -> str:
     return f"layer_{int(index):02d}"
 
 
+def _arch_name(pl_module: Any) -> str | None:
+    """The architecture name of a classifier (``net.arch_config()["name"]``), or None."""
+    net = getattr(pl_module, "net", pl_module)
+    try:
+        return str(net.arch_config()["name"])
+    except (AttributeError, KeyError, NotImplementedError, TypeError):
+        return None
+
+
 def rows_to_matrix(
     rows: Sequence[Mapping[str, Any]], value: str = "modularity"
 ) -> tuple[list[int], list[str], Tensor]:
@@ -228,6 +237,8 @@ class ModularityMonitor(Callback):
         self._knn: KNNModularity | None = None
         self._sep: ClassSeparationModularity | None = None
         self._measured_since_figure = 0
+        self.model_name: str | None = None  # for the authors' reference curve in the figure
+        self.data_name: str | None = None
 
     # --- identity / state ----------------------------------------------------------------------
     @property
@@ -270,7 +281,10 @@ class ModularityMonitor(Callback):
     # --- Lightning hooks -----------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Draw the probe sets from the datamodule's test split (identical on every rank)."""
-        if stage != "fit" or self.probes:
+        if stage != "fit":
+            return
+        self.model_name = _arch_name(pl_module)
+        if self.probes:
             return
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "probe_dataset"):
@@ -465,6 +479,7 @@ class ModularityMonitor(Callback):
 
     def setup_probes(self, datamodule: Any) -> None:
         """Draw the probe sets from `datamodule` (what `setup` does inside a Trainer)."""
+        self.data_name = getattr(datamodule, "name", None)
         self.probes = [
             ProbeSet.from_datamodule(
                 datamodule, self.n, self.seed, self.strategy, repeat=r, disjoint=self.disjoint
@@ -546,15 +561,22 @@ class ModularityMonitor(Callback):
             "overhead": total / epochs if epochs > 0 else float("nan"),
         }
 
-    def save_figures(self, trainer: L.Trainer | None = None) -> list[Path]:
-        """Write curve and heatmap figures (PNG + PDF) of the history to `<output_dir>/figures/`."""
-        import matplotlib.pyplot as plt
+    def reference_curve(self, num_layers: int) -> tuple[str, list[float]] | None:
+        """The authors' published curve for a matching run (ResNet-56 on CIFAR-10/100), or None.
 
+        Drawn dashed in the modularity-curve figure, so a run shows at once whether it
+        reproduces paper 1's curve (:mod:`dnn_modularity.reference`).
+        """
+        from dnn_modularity.reference import matching_authors_curve
+
+        ref = matching_authors_curve(self.model_name, self.data_name, num_layers)
+        return None if ref is None else (ref.label, list(ref.values))
+
+    def curve_figures(self) -> dict[str, Any]:
+        """The curve and heatmap figures of the history: ``{"modularity_curves": Figure, ...}``."""
         from dnn_modularity.plots import plot_curves, plot_heatmap
 
-        self._measured_since_figure = 0
-        folder = self._out_dir(trainer) / "figures"
-        paths: list[Path] = []
+        out: dict[str, Any] = {}
         values = ["modularity"] + (["M"] if self.compute_M else [])
         for value in values:
             epochs, layers, matrix = rows_to_matrix(self.history, value)
@@ -567,24 +589,33 @@ class ModularityMonitor(Callback):
                     f"N={self.n}, |E|={self.num_edges} ({self.edge_density:.2%} of pairs), "
                     f"{self.metric}, taps={self.tap_label}"
                 )
-            fig = plot_curves(
+            out[f"{value}_curves"] = plot_curves(
                 matrix.numpy(),
                 labels=[f"epoch {e}" for e in epochs],
                 color_values=epochs,
                 color_label="epoch",
                 title=f"{label} per layer during training ({what})",
                 ylabel=label,
+                reference=self.reference_curve(len(layers)) if value == "modularity" else None,
             )
-            paths += atomic_save_figure(fig, folder / f"{value}_curves")
-            plt.close(fig)
-            fig = plot_heatmap(
+            out[f"{value}_heatmap"] = plot_heatmap(
                 matrix.numpy(),
                 row_labels=epochs,
                 col_labels=layers,
                 title=f"{label}: epoch x layer ({what})",
                 cbar_label=label,
             )
-            paths += atomic_save_figure(fig, folder / f"{value}_heatmap")
+        return out
+
+    def save_figures(self, trainer: L.Trainer | None = None) -> list[Path]:
+        """Write curve and heatmap figures (PNG + PDF) of the history to `<output_dir>/figures/`."""
+        import matplotlib.pyplot as plt
+
+        self._measured_since_figure = 0
+        folder = self._out_dir(trainer) / "figures"
+        paths: list[Path] = []
+        for name, fig in self.curve_figures().items():
+            paths += atomic_save_figure(fig, folder / name)
             plt.close(fig)
         return paths
 
