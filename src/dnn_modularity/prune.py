@@ -256,7 +256,36 @@ def read_curve(spec: str | Path, measure: str = "modularity") -> Curve:
     )
 
 
-def _m_curve_rows(model: nn.Module, probes: Sequence[Any], cfg: DictConfig) -> list[dict[str, Any]]:
+#: Tap modes a pruning curve can be read at: both give one value per prunable unit.
+PRUNE_TAPS: tuple[str, ...] = ("block", "official")
+
+
+def _unit_names(model: nn.Module, taps: str) -> dict[str, str]:
+    """Tap name -> the prunable unit it reads (its ``block`` tap name).
+
+    ``block`` taps are the units; ``official`` taps correspond one to one, in order
+    (``stem.conv`` -> ``stem``, ``stage1.0.conv`` -> ``stage1.0``, ``layer1.0`` -> ``layer1.0``).
+
+    Raises:
+        ValueError: another tap selection (the rules need one value per unit).
+    """
+    from dnn_modularity.taps import resolve_taps
+
+    if taps not in PRUNE_TAPS:
+        raise ValueError(
+            f"probe.taps={taps!r} cannot drive a pruning rule (it needs one value per prunable "
+            f"unit); valid choices: {list(PRUNE_TAPS)}"
+        )
+    block = [p.name for p in resolve_taps(model, "block")]
+    read = [p.name for p in resolve_taps(model, taps)]
+    if len(read) != len(block):  # pragma: no cover - every zoo model declares matching taps
+        raise ValueError(f"{taps} taps {read} do not match the units {block} one to one")
+    return dict(zip(read, block, strict=True))
+
+
+def _m_curve_rows(
+    model: nn.Module, probes: Sequence[Any], cfg: DictConfig, taps: str = "block"
+) -> list[dict[str, Any]]:
     """Paper 2's M per layer and repeat (engine: top-|E| graph + class_separation)."""
     from dnn_modularity.analysis.common import layer_features
     from dnn_modularity.graph import class_separation, resolve_num_edges, top_edges_graph
@@ -267,7 +296,7 @@ def _m_curve_rows(model: nn.Module, probes: Sequence[Any], cfg: DictConfig) -> l
         # |E|: paper 2's edge density for this N unless graph.num_edges is given (then clamped)
         budget = resolve_num_edges(len(probe), None if explicit is None else int(explicit))
         for point, feats in layer_features(
-            model, probe.images, taps="block", batch_size=int(cfg.batch_size)
+            model, probe.images, taps=taps, batch_size=int(cfg.batch_size)
         ):
             graph = top_edges_graph(
                 feats,
@@ -282,7 +311,7 @@ def _m_curve_rows(model: nn.Module, probes: Sequence[Any], cfg: DictConfig) -> l
                     "variant": "trained",
                     "layer_index": int(point.index),
                     "layer": str(point.name),
-                    "tap": "block",
+                    "tap": taps,
                     "N": len(probe),
                     "num_edges": budget.num_edges,
                     "edge_density": budget.density,
@@ -298,7 +327,10 @@ def _m_curve_rows(model: nn.Module, probes: Sequence[Any], cfg: DictConfig) -> l
 def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: Path) -> Curve:
     """Measure the parent's curve on ``probe.repeats`` probe sets and write it to ``out_dir``.
 
-    Always at the ``block`` taps (one value per prunable unit, the layers the rules speak of).
+    One value per prunable unit (the layers the rules speak of), read at ``probe.taps``:
+    ``block`` (the unit's output, the papers' text) or ``official`` (the official code's hooks:
+    a VGG unit's conv before BN, a ResNet's stem conv before BN; the value is filed under the
+    unit it belongs to, so the rules see the same layer names). The ``tap`` column says which.
 
     Args:
         model: the parent (``Normalized``, takes [0, 1] images).
@@ -329,6 +361,8 @@ def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: P
         for r in range(int(probe.get("repeats", 1)))
     ]
     model = model.eval()
+    taps = str(probe.get("taps", "block"))
+    units = _unit_names(model, taps)
     if measure == "modularity":
         from dnn_modularity.analysis.curve import curve_analysis
 
@@ -337,7 +371,7 @@ def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: P
             probes,
             k=k,
             metric=str(cfg.graph.metric),
-            taps="block",
+            taps=taps,
             seed=int(probe.seed),
             shuffled_null=False,
             random_init=False,
@@ -346,8 +380,11 @@ def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: P
             title="parent modularity curve (pruning input)",
         )
     else:
-        rows = _m_curve_rows(model, probes, cfg)
+        rows = _m_curve_rows(model, probes, cfg, taps=taps)
         output = AnalysisOutput("curve", rows=rows, summary=summarize_rows(rows))
+    for row in [*output.rows, *output.summary]:
+        if "layer" in row:
+            row["layer"] = units.get(str(row["layer"]), row["layer"])
     save_output(output, out_dir)
     trained = [r for r in output.rows if r.get("variant", "trained") == "trained"]
     curve = _by_repeat(trained, "value", out_dir / "curve.csv", measure)

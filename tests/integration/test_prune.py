@@ -293,3 +293,24 @@ def test_cumulative_sweep_removes_layers_back_to_front(parent_ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"unknown pruning.mode 'both'.*cumulative"):
         prune(_cfg(parent_ckpt, tmp_path / "x", "pruning=single_layer_sweep",
                    "pruning.mode=both", f"curve={tmp_path / 'curve.csv'}"))  # fmt: skip
+
+
+def test_measured_curve_at_the_official_taps_files_values_under_the_units(parent_ckpt, tmp_path):
+    """probe.taps=official (the official code's stem conv before BN) still drives the rules."""
+    cfg = _cfg(
+        parent_ckpt, tmp_path / "off", "pruning=delta", "probe.n=60", "probe.taps=official",
+        "probe.strategy=sequential", "finetune=false", "callbacks=none", "logger=none",
+    )  # fmt: skip
+    d = prune(cfg)["decision"]
+    assert d["layers"][:2] == ["stem", "layer1.0"] and len(d["layers"]) == 10
+    rows = read_csv_rows(tmp_path / "off" / "curve" / "curve.csv")
+    assert {r["tap"] for r in rows} == {"official"} and rows[0]["layer"] == "stem"
+    block = prune(_cfg(parent_ckpt, tmp_path / "blk", "pruning=delta", "probe.n=60",
+                       "probe.strategy=sequential", "finetune=false", "callbacks=none",
+                       "logger=none"))["decision"]  # fmt: skip
+    # the stem is read before BN (a different value); the blocks are the same outputs
+    assert d["values"][0] != pytest.approx(block["values"][0])
+    assert d["values"][1:] == pytest.approx(block["values"][1:])
+    with pytest.raises(ValueError, match=r"probe.taps='relu' cannot drive a pruning rule"):
+        prune(_cfg(parent_ckpt, tmp_path / "bad", "pruning=delta", "probe.n=60",
+                   "probe.taps=relu", "finetune=false"))  # fmt: skip
