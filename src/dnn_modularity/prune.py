@@ -495,7 +495,11 @@ def _prune_and_finetune(
         "model": parent.net.arch_config().get("name"),
         "data": getattr(datamodule, "name", ""),
         "rule": decision.rule,
-        "params_rule": ", ".join(f"{k}={v}" for k, v in decision.params.items() if k != "remove"),
+        "params_rule": ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in decision.params.items()
+            if k != "remove"
+        ),
         "measure": cfg.measure if decision.values is not None else "",
         "num_removed": len(decision.removed),
         "removed_layers": " ".join(decision.removed),

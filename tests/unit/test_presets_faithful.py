@@ -1,4 +1,4 @@
-"""Paper presets carry the settings of the code that made each figure; the text is one override away.
+"""Paper presets carry the settings of the code that made each figure; the text one override away.
 
 Paper 1's figures came from its official code: the first N test images, VGG conv outputs before BN
 and ResNet conv1 before BN (probe=official), CW with 200 iterations, clean and adversarial curves
