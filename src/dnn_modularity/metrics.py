@@ -17,7 +17,12 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
-from dnn_modularity.graph import class_separation, knn_modularity, top_edges_graph
+from dnn_modularity.graph import (
+    class_separation,
+    knn_modularity,
+    resolve_num_edges,
+    top_edges_graph,
+)
 from dnn_modularity.graph.validation import check_metric
 
 
@@ -161,7 +166,9 @@ class ClassSeparationModularity(_ProbeFeatureMetric):
     labels).m`` on the accumulated probe set.
 
     Args:
-        num_edges: |E|, the number of most similar pairs kept (40,000 in paper 2).
+        num_edges: |E|, the number of most similar pairs kept (40,000 of N = 4,000 in paper 2);
+            None (default): paper 2's edge density for the accumulated N
+            (:func:`dnn_modularity.graph.resolve_num_edges`).
         metric: ``"cosine"`` or ``"pearson"``.
         max_samples: Use only the first ``max_samples`` samples; None = all.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
@@ -169,16 +176,21 @@ class ClassSeparationModularity(_ProbeFeatureMetric):
 
     def __init__(
         self,
-        num_edges: int = 40000,
+        num_edges: int | None = None,
         metric: str = "cosine",
         max_samples: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(metric, max_samples, **kwargs)
-        if isinstance(num_edges, bool) or not isinstance(num_edges, int) or num_edges < 1:
-            raise ValueError(f"num_edges must be a positive integer, got {num_edges!r}")
+        if num_edges is not None and (
+            isinstance(num_edges, bool) or not isinstance(num_edges, int) or num_edges < 1
+        ):
+            raise ValueError(f"num_edges must be a positive integer or None, got {num_edges!r}")
         self.num_edges = num_edges
 
     def _compute_value(self, features: Tensor, labels: Tensor) -> float:
-        graph = top_edges_graph(features, num_edges=self.num_edges, metric=self.metric)
+        edges = self.num_edges  # explicit: passed on as is (the engine refuses too many)
+        if edges is None:
+            edges = resolve_num_edges(features.shape[0]).num_edges
+        graph = top_edges_graph(features, num_edges=edges, metric=self.metric)
         return class_separation(graph, labels).m

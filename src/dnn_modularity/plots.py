@@ -54,6 +54,7 @@ def plot_curves(
     ylabel: str = "modularity Q",
     cmap: str = "viridis",
     ax: plt.Axes | None = None,
+    reference: tuple[str, Sequence[float]] | None = None,
 ) -> Figure:
     """Modularity (or any per-layer value) against layer index, one line per curve.
 
@@ -70,6 +71,9 @@ def plot_curves(
         ylabel: Y-axis label.
         cmap: Colormap for `color_values`.
         ax: Axes to draw into (default: a new figure).
+        reference: Optional ``(label, (L,) values)`` drawn as a dashed black line, e.g. the
+            authors' published curve (:mod:`dnn_modularity.reference`); it is always in the
+            legend. Ignored when its length differs from L.
 
     Returns:
         The figure.
@@ -112,6 +116,12 @@ def plot_curves(
                 alpha=0.2,
                 linewidth=0,
             )
+    reference_line = None
+    if reference is not None and len(reference[1]) == num_layers:
+        (reference_line,) = ax.plot(
+            x, np.asarray(reference[1], dtype=float), linestyle="--", color="black",
+            linewidth=1.4, label=reference[0], zorder=5,
+        )  # fmt: skip
     _layer_ticks(ax, num_layers, layer_names)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -122,6 +132,8 @@ def plot_curves(
         integer = color_values is not None and all(float(v).is_integer() for v in color_values)
         ticks = matplotlib.ticker.MaxNLocator(integer=True) if integer else None
         fig.colorbar(mapper, ax=ax, label=color_label, ticks=ticks)
+        if reference_line is not None:
+            ax.legend(handles=[reference_line], fontsize=8, loc="best", frameon=False)
     else:
         ax.legend(fontsize=8, loc="best", frameon=False)
     fig.tight_layout()

@@ -83,6 +83,7 @@ __all__ = [
     "markdown_table",
     "measure_curve",
     "prune",
+    "read_curve",
     "read_curve_record",
 ]
 
@@ -231,19 +232,78 @@ def read_curve_record(path: str | Path, measure: str = "modularity") -> Curve:
     )
 
 
-def _m_curve_rows(model: nn.Module, probes: Sequence[Any], cfg: DictConfig) -> list[dict[str, Any]]:
+def read_curve(spec: str | Path, measure: str = "modularity") -> Curve:
+    """The curve named by ``curve=``: a record path, or ``authors:cifar10`` / ``authors:cifar100``.
+
+    ``authors:<dataset>`` is the ResNet-56 curve paper 1's authors published with their code
+    (:mod:`dnn_modularity.reference`; Newman Q, so ``measure=modularity`` only). Paper 1's rule on
+    ``authors:cifar10`` gives Table 1's blocks [2, 3, 6].
+
+    Raises:
+        ValueError: an unknown ``authors:`` name, or ``measure=M`` with a published curve.
+        FileNotFoundError: a record path that does not exist.
+    """
+    from dnn_modularity.reference import authors_curve, authors_curve_name
+
+    dataset = authors_curve_name(spec)
+    if dataset is None:
+        return read_curve_record(spec, measure)
+    if _check_measure(measure) != "modularity":
+        raise ValueError(
+            f"curve={spec} is a Newman-modularity curve (paper 1); use measure=modularity, "
+            f"not measure={measure}"
+        )
+    ref = authors_curve(dataset)
+    return Curve(
+        layers=list(ref.layers), values=[list(ref.values)], measure=measure, source=str(spec)
+    )
+
+
+#: Tap modes a pruning curve can be read at: both give one value per prunable unit.
+PRUNE_TAPS: tuple[str, ...] = ("block", "official")
+
+
+def _unit_names(model: nn.Module, taps: str) -> dict[str, str]:
+    """Tap name -> the prunable unit it reads (its ``block`` tap name).
+
+    ``block`` taps are the units; ``official`` taps correspond one to one, in order
+    (``stem.conv`` -> ``stem``, ``stage1.0.conv`` -> ``stage1.0``, ``layer1.0`` -> ``layer1.0``).
+
+    Raises:
+        ValueError: another tap selection (the rules need one value per unit).
+    """
+    from dnn_modularity.taps import resolve_taps
+
+    if taps not in PRUNE_TAPS:
+        raise ValueError(
+            f"probe.taps={taps!r} cannot drive a pruning rule (it needs one value per prunable "
+            f"unit); valid choices: {list(PRUNE_TAPS)}"
+        )
+    block = [p.name for p in resolve_taps(model, "block")]
+    read = [p.name for p in resolve_taps(model, taps)]
+    if len(read) != len(block):  # pragma: no cover - every zoo model declares matching taps
+        raise ValueError(f"{taps} taps {read} do not match the units {block} one to one")
+    return dict(zip(read, block, strict=True))
+
+
+def _m_curve_rows(
+    model: nn.Module, probes: Sequence[Any], cfg: DictConfig, taps: str = "block"
+) -> list[dict[str, Any]]:
     """Paper 2's M per layer and repeat (engine: top-|E| graph + class_separation)."""
     from dnn_modularity.analysis.common import layer_features
-    from dnn_modularity.graph import class_separation, top_edges_graph
+    from dnn_modularity.graph import class_separation, resolve_num_edges, top_edges_graph
 
     rows = []
+    explicit = cfg.graph.get("num_edges")
     for repeat, probe in enumerate(probes):
+        # |E|: paper 2's edge density for this N unless graph.num_edges is given (then clamped)
+        budget = resolve_num_edges(len(probe), None if explicit is None else int(explicit))
         for point, feats in layer_features(
-            model, probe.images, taps="block", batch_size=int(cfg.batch_size)
+            model, probe.images, taps=taps, batch_size=int(cfg.batch_size)
         ):
             graph = top_edges_graph(
                 feats,
-                num_edges=min(int(cfg.graph.num_edges), len(probe) * (len(probe) - 1) // 2),
+                num_edges=budget.num_edges,
                 metric=str(cfg.graph.metric),
                 block_size=cfg.graph.get("block_size"),
             )
@@ -254,9 +314,10 @@ def _m_curve_rows(model: nn.Module, probes: Sequence[Any], cfg: DictConfig) -> l
                     "variant": "trained",
                     "layer_index": int(point.index),
                     "layer": str(point.name),
-                    "tap": "block",
+                    "tap": taps,
                     "N": len(probe),
-                    "num_edges": int(cfg.graph.num_edges),
+                    "num_edges": budget.num_edges,
+                    "edge_density": budget.density,
                     "metric": str(cfg.graph.metric),
                     "repeat": repeat,
                     "measure": "M",
@@ -269,7 +330,10 @@ def _m_curve_rows(model: nn.Module, probes: Sequence[Any], cfg: DictConfig) -> l
 def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: Path) -> Curve:
     """Measure the parent's curve on ``probe.repeats`` probe sets and write it to ``out_dir``.
 
-    Always at the ``block`` taps (one value per prunable unit, the layers the rules speak of).
+    One value per prunable unit (the layers the rules speak of), read at ``probe.taps``:
+    ``block`` (the unit's output, the papers' text) or ``official`` (the official code's hooks:
+    a VGG unit's conv before BN, a ResNet's stem conv before BN; the value is filed under the
+    unit it belongs to, so the rules see the same layer names). The ``tap`` column says which.
 
     Args:
         model: the parent (``Normalized``, takes [0, 1] images).
@@ -300,6 +364,8 @@ def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: P
         for r in range(int(probe.get("repeats", 1)))
     ]
     model = model.eval()
+    taps = str(probe.get("taps", "block"))
+    units = _unit_names(model, taps)
     if measure == "modularity":
         from dnn_modularity.analysis.curve import curve_analysis
 
@@ -308,7 +374,7 @@ def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: P
             probes,
             k=k,
             metric=str(cfg.graph.metric),
-            taps="block",
+            taps=taps,
             seed=int(probe.seed),
             shuffled_null=False,
             random_init=False,
@@ -317,8 +383,11 @@ def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: P
             title="parent modularity curve (pruning input)",
         )
     else:
-        rows = _m_curve_rows(model, probes, cfg)
+        rows = _m_curve_rows(model, probes, cfg, taps=taps)
         output = AnalysisOutput("curve", rows=rows, summary=summarize_rows(rows))
+    for row in [*output.rows, *output.summary]:
+        if "layer" in row:
+            row["layer"] = units.get(str(row["layer"]), row["layer"])
     save_output(output, out_dir)
     trained = [r for r in output.rows if r.get("variant", "trained") == "trained"]
     curve = _by_repeat(trained, "value", out_dir / "curve.csv", measure)
@@ -427,7 +496,8 @@ def _prune_and_finetune(
     if bool(cfg.get("finetune", True)):
         ft = _finetune(cfg, module, datamodule, run_dir, loggers)
     else:
-        ft = {"acc": acc_before, "epochs": 0, "seconds": 0.0, "checkpoint": str(init_ckpt)}
+        # No fine-tuning: the "after FT" cells stay empty rather than repeat the "before" ones.
+        ft = {"acc": None, "epochs": 0, "seconds": 0.0, "checkpoint": str(init_ckpt)}
 
     arch = bare_model(child).arch_config()
     c = costs.to_dict()
@@ -436,9 +506,9 @@ def _prune_and_finetune(
         "data": getattr(datamodule, "name", ""),
         "rule": decision.rule,
         "params_rule": ", ".join(
-            f"{k}={v}"
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
             for k, v in decision.params.items()
-            if k not in ("remove", "keep_stage_first")
+            if k != "remove"
         ),
         "measure": cfg.measure if decision.values is not None else "",
         "num_removed": len(decision.removed),
@@ -448,7 +518,7 @@ def _prune_and_finetune(
         "acc_pruned_after_ft": ft["acc"],
         # Paper 1 (Sec. 5.2, Fig. 10b): ΔAcc = Acc_parent − Acc_pruned, the accuracy *drop*
         # (positive = the pruned network is worse), as in delta_m_vs_delta_acc.csv.
-        "delta_acc": acc_parent - ft["acc"],
+        "delta_acc": None if ft["acc"] is None else acc_parent - ft["acc"],
         "finetune_epochs": ft["epochs"],
         "params": c["params"],
         "pruned_params": c["pruned_params"],
@@ -517,10 +587,9 @@ _MD_HEADERS = {
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """The papers' table style in Markdown: one row per pruned network."""
+    optional = ("acc_parent_ft", "acc_pruned_after_ft")  # absent without fine-tuning
     cols = [
-        c
-        for c in _MD_HEADERS
-        if c != "acc_parent_ft" or any(r.get(c) not in (None, "") for r in rows)
+        c for c in _MD_HEADERS if c not in optional or any(r.get(c) not in (None, "") for r in rows)
     ]
     lines = [
         "| " + " | ".join(_MD_HEADERS[c] for c in cols) + " |",
@@ -623,6 +692,7 @@ def _log_results(
                     "flops_reduction",
                     "num_removed",
                 )
+                if row.get(k) is not None
             }
             logger.log_metrics(metrics)
         if type(logger).__name__ == "WandbLogger":
@@ -652,10 +722,7 @@ def _cell(value: Any) -> Any:
 
 def _rule_kwargs(pruning: DictConfig) -> dict[str, Any]:
     rule = str(pruning.rule)
-    kwargs: dict[str, Any] = {
-        "on_empty_stage": str(pruning.get("on_empty_stage", "error")),
-        "keep_stage_first": bool(pruning.get("keep_stage_first", True)),
-    }
+    kwargs: dict[str, Any] = {"on_empty_stage": str(pruning.get("on_empty_stage", "error"))}
     if rule == "delta":
         kwargs["tau"] = float(pruning.tau)
     elif rule == "criterion1":
@@ -668,6 +735,97 @@ def _rule_kwargs(pruning: DictConfig) -> dict[str, Any]:
             )
         kwargs["remove"] = [remove] if isinstance(remove, str) else list(remove)
     return kwargs
+
+
+#: How ``single_layer_sweep`` builds its variants: ``single`` removes each listed layer on its
+#: own; ``cumulative`` removes the first j listed layers in variant j (paper 1's VGG11_1..3,
+#: removed back to front from the parent, each variant inheriting the parent's weights).
+SWEEP_MODES: tuple[str, ...] = ("single", "cumulative")
+
+
+def _sweep_decisions(
+    pruning: DictConfig, net: nn.Module, curve: Curve, curve_kwargs: Mapping[str, Any]
+) -> tuple[list[PruningDecision], list[str]]:
+    """The variants of ``pruning=single_layer_sweep`` and the layer each one adds (Fig. 10b).
+
+    ``pruning.layers`` lists the layers in removal order (null: every removable layer; back to
+    front for ``mode=cumulative``); ``pruning.max_layers`` keeps the deepest N of them.
+    """
+    from dnn_modularity.pruning import removable_layers
+
+    mode = str(pruning.get("mode", "single"))
+    if mode not in SWEEP_MODES:
+        raise ValueError(f"unknown pruning.mode {mode!r}; valid choices: {list(SWEEP_MODES)}")
+    listed = pruning.get("layers")
+    if listed is None:
+        layers = removable_layers(net)
+        if mode == "cumulative":
+            layers = layers[::-1]  # paper 1 removes back to front
+    else:
+        layers = [str(x) for x in listed]
+    limit = pruning.get("max_layers")
+    if limit is not None:
+        # the deepest ones: paper 1 removes back to front
+        layers = layers[: int(limit)] if mode == "cumulative" else layers[-int(limit) :]
+    off_curve = [name for name in layers if name not in curve.layers]
+    if off_curve:
+        raise ValueError(
+            f"pruning.layers {off_curve} are not on the curve (block taps); curve layers: "
+            f"{curve.layers}"
+        )
+    on_empty = str(pruning.get("on_empty_stage", "error"))
+    decisions = [
+        decide_for_model(
+            net,
+            "explicit",
+            remove=layers[: j + 1] if mode == "cumulative" else [name],
+            on_empty_stage=on_empty,
+            **curve_kwargs,
+        )
+        for j, name in enumerate(layers)
+    ]
+    return decisions, layers
+
+
+def _final_acc(row: Mapping[str, Any]) -> float:
+    """The pruned network's reported accuracy: after fine-tuning, or before it without one."""
+    after = row.get("acc_pruned_after_ft")
+    return float(row["acc_pruned_before_ft"] if after is None else after)
+
+
+def _sweep_row(
+    decision: PruningDecision,
+    name: str,
+    row: Mapping[str, Any],
+    measure: str,
+    previous_acc: float,
+) -> dict[str, Any]:
+    """One point of Fig. 10(b): ΔM of the layer ``name`` against the accuracy drop.
+
+    ``delta_acc_drop`` = Acc_parent − Acc_variant (paper 1: "the accuracy of the original model
+    and pruned model"); ``delta_acc_step`` = Acc of the previous variant (the parent for the
+    first) − Acc_variant, the drop the added layer alone causes in a cumulative sweep.
+    """
+    idx = decision.layers.index(name)
+    final = _final_acc(row)
+    return {
+        "layer": name,
+        "layer_index": idx + 1,
+        "removed_layers": " ".join(decision.removed),
+        "num_removed": len(decision.removed),
+        "measure": measure,
+        "M_prev": decision.values[idx - 1] if idx > 0 else None,
+        "M_layer": decision.values[idx],
+        "delta_m": decision.deltas[idx],
+        "acc_parent": row["acc_parent"],
+        "acc_pruned_before_ft": row["acc_pruned_before_ft"],
+        "acc_pruned_after_ft": row["acc_pruned_after_ft"],
+        "finetuned": row["acc_pruned_after_ft"] is not None,
+        "delta_acc_drop": row["acc_parent"] - final,
+        "delta_acc_step": previous_acc - final,
+        "params_reduction": row["params_reduction"],
+        "flops_reduction": row["flops_reduction"],
+    }
 
 
 def _check_fits(parent: Any, datamodule: Any, ckpt_path: str) -> None:
@@ -720,7 +878,7 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
     # The curve (not needed by an explicit list, but recorded with it when available).
     curve: Curve | None = None
     if cfg.get("curve"):
-        curve = read_curve_record(str(cfg.curve), measure)
+        curve = read_curve(str(cfg.curve), measure)
     elif rule != "explicit" or bool(cfg.get("measure_for_explicit", False)):
         curve = measure_curve(parent.model, datamodule, cfg, run_dir / "curve")
     curve_kwargs: dict[str, Any] = {}
@@ -732,31 +890,11 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
         }
 
     # Decisions are made (and refused) before any training.
+    sweep_layers: list[str] = []
     if rule == SWEEP_RULE:
         if curve is None:
             raise ValueError("pruning=single_layer_sweep needs a curve (curve=<path> or measured)")
-        from dnn_modularity.pruning import removable_layers
-
-        layers = cfg.pruning.get("layers")
-        keep_first = bool(cfg.pruning.get("keep_stage_first", True))
-        layers = (
-            removable_layers(parent.net, keep_first) if layers is None else [str(x) for x in layers]
-        )
-        limit = cfg.pruning.get("max_layers")
-        if limit is not None:
-            layers = layers[-int(limit) :]  # the deepest ones: paper 1 removes back to front
-        decisions = [
-            decide_for_model(
-                parent.net, "explicit", remove=[name], keep_stage_first=keep_first, **curve_kwargs
-            )
-            for name in layers
-        ]
-        off_curve = [name for name in layers if name not in curve.layers]
-        if off_curve:
-            raise ValueError(
-                f"pruning.layers {off_curve} are not on the curve (block taps); curve layers: "
-                f"{curve.layers}"
-            )
+        decisions, sweep_layers = _sweep_decisions(cfg.pruning, parent.net, curve, curve_kwargs)
     else:
         decisions = [
             decide_for_model(parent.net, rule, **_rule_kwargs(cfg.pruning), **curve_kwargs)
@@ -783,7 +921,8 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
         sweep_rows: list[dict[str, Any]] = []
         sweep = rule == SWEEP_RULE
-        for decision in decisions:
+        previous_acc = acc_parent
+        for step, decision in enumerate(decisions):
             # Sweep variants fine-tune in variants/<layer>/ without the run's loggers (their step
             # counters would clash); their numbers go into the tables, which are logged.
             row = _prune_and_finetune(
@@ -792,35 +931,19 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
                 acc_parent=acc_parent,
                 decision=decision,
                 datamodule=datamodule,
-                run_dir=run_dir / "variants" / decision.removed[0] if sweep else run_dir,
+                run_dir=run_dir / "variants" / sweep_layers[step] if sweep else run_dir,
                 loggers=[] if sweep else loggers,
             )
-            if sweep:
-                name = decision.removed[0]
-                row["rule"] = SWEEP_RULE
-                idx = decision.layers.index(name)
-                sweep_rows.append(
-                    {
-                        "layer": name,
-                        "layer_index": idx + 1,
-                        "measure": measure,
-                        "M_prev": decision.values[idx - 1] if idx > 0 else None,
-                        "M_layer": decision.values[idx],
-                        "delta_m": decision.deltas[idx],
-                        "acc_parent": acc_parent,
-                        "acc_pruned_before_ft": row["acc_pruned_before_ft"],
-                        "acc_pruned_after_ft": row["acc_pruned_after_ft"],
-                        "delta_acc_drop": acc_parent - row["acc_pruned_after_ft"],
-                        "params_reduction": row["params_reduction"],
-                        "flops_reduction": row["flops_reduction"],
-                    }
-                )
             row["acc_parent_ft"] = acc_control
-            if sweep_rows and acc_control is not None:
-                sweep_rows[-1]["acc_parent_ft"] = acc_control
-                sweep_rows[-1]["delta_acc_drop_vs_control"] = (
-                    acc_control - row["acc_pruned_after_ft"]
+            if sweep:
+                row["rule"] = SWEEP_RULE
+                sweep_rows.append(
+                    _sweep_row(decision, sweep_layers[step], row, measure, previous_acc)
                 )
+                previous_acc = _final_acc(row)
+                if acc_control is not None:
+                    sweep_rows[-1]["acc_parent_ft"] = acc_control
+                    sweep_rows[-1]["delta_acc_drop_vs_control"] = acc_control - _final_acc(row)
             rows.append(row)
 
         result: dict[str, Any] = {
@@ -861,12 +984,12 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
 def main(cfg: DictConfig) -> float | None:
     """Console entry point (``dnn-prune`` / ``python -m dnn_modularity.prune``).
 
-    Returns the fine-tuned pruned network's test accuracy (for Hydra sweepers), or None for a
-    sweep.
+    Returns the pruned network's test accuracy (after fine-tuning, or before it with
+    ``finetune=false``) for Hydra sweepers, or None for a sweep.
     """
     result = prune(cfg)
     rows = result["rows"]
-    return rows[0]["acc_pruned_after_ft"] if len(rows) == 1 else None
+    return _final_acc(rows[0]) if len(rows) == 1 else None
 
 
 if __name__ == "__main__":

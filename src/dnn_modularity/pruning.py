@@ -12,22 +12,28 @@ Two halves:
    * ``criterion1`` — paper 2, Sec. 4.4, Criterion I: "When the modularity curve reaches the
      maximum value or a plateau period occurs or starts to decline, the corresponding
      convolution layer can be cut off." Our precise reading (see :func:`criterion1_flags`):
-     walk the curve front to back keeping an *anchor* A, the value at the last layer that
-     raised the curve by more than ``tolerance``; layer i is cut iff M_i ≤ A + tolerance.
-     This cuts (a) every layer after the global maximum (they cannot raise it), (b) every layer
-     where the curve declines (M_i < M_{i−1} ≤ ... ≤ A + tol), and (c) plateau layers — a
-     plateau being a run of layers that stays within ``tolerance`` of the level A at which it
-     started. Anchoring on A (not on M_{i−1}) bounds the total rise that a run of cut layers may
-     hide to ``tolerance``; a per-step test would let a slow drift of many small steps through
-     and would be the ``delta`` rule again.
+     layer i is cut iff it lies after the curve's global maximum, or its increment
+     ΔM_i = M_i − M_{i−1} is negative (a decline), or ΔM_i ≤ ``tolerance`` × (max M − min M)
+     (a plateau: a step too small to count as a rise, measured relative to the curve's range).
+     The decision depends on each layer's own increment, so on a rising curve it is monotone
+     in the increments (a layer that adds less than a cut layer is cut too), and it is
+     invariant to scaling and shifting the curve, so the same shape gets the same cuts on
+     paper 1's Q and on paper 2's M (whose range is about a quarter of Q's).
    * ``explicit`` — a list of layer names (the papers' fixed variants: VGG19_k, VGG11_k,
      ResNet152 stage-3 cuts, ResNet56 [2, 3, 6]).
 
-   A rule *flags* layers from the curve alone; only *removable* layers (residual blocks whose
-   input and output shapes match and VGG Conv-BN-ReLU units whose input and output channels
-   match — by default never the first block of a stage, the papers' convention) can actually
-   be removed; flagged layers that are not removable are kept and recorded with the reason.
-   Every stage keeps at least one block (a decision that would empty one is refused).
+   A rule *flags* layers from the curve alone; only *removable* layers can actually be
+   removed: a layer is a candidate iff removing it leaves a valid network, i.e. its input and
+   output shapes match (residual blocks with an identity shortcut — including ``layer1.0`` of a
+   CIFAR ResNet, whose stem is as wide as stage 1 — and VGG Conv-BN-ReLU units whose input and
+   output channels match, e.g. VGG's first 512 -> 512 unit of stage 5). Position plays no part.
+   Flagged layers that are not removable are kept and recorded with the reason.
+   No stage is ever emptied. That is not a shape necessity for every stage (all of a CIFAR
+   ResNet's stage 1 could go), but the models are built from per-stage block counts ≥ 1 and
+   the authors did the same ("to avoid an empty first stage, one block is kept", next to their
+   CIFAR-100 ResNet-56): a decision that would empty a stage is refused (``on_empty_stage=
+   "error"``) or keeps that stage's block with the largest increment (``"keep_best"``, the
+   default of the curve rules' configs) or its first block (``"keep_first"``).
    Either curve works: Newman Q of the k-NN graph (paper 1, Eq. 1) or paper 2's M = r·AQ·(1−EQ).
    The whole decision, with the curve values behind it, is a :class:`PruningDecision`.
 
@@ -49,13 +55,14 @@ from torch import nn
 
 RULES: tuple[str, ...] = ("delta", "criterion1", "explicit")
 CURVE_KINDS: tuple[str, ...] = ("Q", "M")
-ON_EMPTY_STAGE: tuple[str, ...] = ("error", "keep_first")
+ON_EMPTY_STAGE: tuple[str, ...] = ("error", "keep_best", "keep_first")
 
 #: Paper 1's threshold on ΔM for ResNet56 (Table 1).
 DEFAULT_TAU = 0.03
-#: Plateau tolerance of Criterion I. Paper 1, Fig. 10(b): removing a VGG11 layer whose
-#: modularity increment is 0.01 changes CIFAR-10 accuracy by 0.01 % — a rise of 0.01 is "flat".
-DEFAULT_TOLERANCE = 0.01
+#: Plateau tolerance of Criterion I as a fraction of the curve's range (max − min). Paper 1,
+#: Fig. 10(b): removing a VGG11 layer whose modularity increment is 0.01 changes CIFAR-10
+#: accuracy by 0.01 % — on a Q curve that rises by about 0.5 over the network, 2 % of the range.
+DEFAULT_TOLERANCE = 0.02
 
 
 # --------------------------------------------------------------------------------------------
@@ -129,20 +136,28 @@ def criterion1_flags(
 ) -> dict[int, str]:
     """Paper 2's Criterion I (Sec. 4.4): cut from the maximum, on plateaus and on declines.
 
-    Precise reading: walk front to back with an anchor A = value of the last layer that raised
-    the curve by more than ``tolerance`` (initially layer 1, which is never cut). Layer i is
-    cut iff ``M_i <= A + tolerance``; otherwise it is kept and becomes the anchor. Reasons:
+    "When the modularity curve reaches the maximum value or a plateau period occurs or starts
+    to decline, the corresponding convolution layer can be cut off." Precise reading, with
+    ΔM_i = M_i − M_{i−1} and the curve's range R = max M − min M; layer 1 is never cut, and
+    layer i ≥ 2 is cut, with the first clause that applies as its reason, when
 
-    * ``"after_maximum"`` — i lies after the (first) global maximum of the curve;
-    * ``"decline"`` — M_i < M_{i−1};
-    * ``"plateau"`` — otherwise (the curve stays within ``tolerance`` of the level A where the
-      plateau started).
+    * ``"after_maximum"`` — it lies after the (first) global maximum: it cannot raise the
+      curve any more;
+    * ``"decline"`` — ΔM_i < 0;
+    * ``"plateau"`` — 0 ≤ ΔM_i ≤ ``tolerance`` × R: its rise is too small to count.
 
-    With ``tolerance = 0`` only the maximum/decline clauses and exactly flat steps remain.
+    Why this form: each layer is judged by its own increment, so on a rising curve the decision
+    is monotone in the increments (a layer that adds less than a cut layer is cut too; a
+    steadily creeping curve is cut all or not at all, never every other layer), and the
+    tolerance is relative to the range, so the decision does not change when the curve is
+    scaled or shifted — the same shape gets the same cuts on Q (paper 1) and on M (paper 2,
+    whose range is about a quarter of Q's). A flat curve (R = 0) has its maximum at layer 1,
+    so every later layer is cut.
 
     Args:
         values: ``(L,)`` curve values, front to back.
-        tolerance: the plateau tolerance, ≥ 0, in curve units.
+        tolerance: the plateau tolerance as a fraction of the curve's range, ≥ 0 (0: only
+            exactly flat steps are plateaus).
 
     Returns:
         0-based position -> reason.
@@ -153,19 +168,23 @@ def criterion1_flags(
     if not vals:
         return {}
     peak = max(range(len(vals)), key=lambda j: (vals[j], -j))  # first global maximum
-    anchor = vals[0]
+    threshold = criterion1_threshold(vals, tolerance)
     flags: dict[int, str] = {}
     for i in range(1, len(vals)):
-        if vals[i] <= anchor + tolerance:
-            if i > peak:
-                flags[i] = "after_maximum"
-            elif vals[i] < vals[i - 1]:
-                flags[i] = "decline"
-            else:
-                flags[i] = "plateau"
-        else:
-            anchor = vals[i]
+        step = vals[i] - vals[i - 1]
+        if i > peak:
+            flags[i] = "after_maximum"
+        elif step < 0:
+            flags[i] = "decline"
+        elif step <= threshold:
+            flags[i] = "plateau"
     return flags
+
+
+def criterion1_threshold(values: Sequence[float], tolerance: float = DEFAULT_TOLERANCE) -> float:
+    """The absolute plateau threshold of :func:`criterion1_flags`: tolerance × (max − min)."""
+    vals = [float(v) for v in values]
+    return float(tolerance) * (max(vals) - min(vals)) if vals else 0.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -248,6 +267,25 @@ def _check_stages(
     return owner
 
 
+def _block_to_keep(
+    members: Sequence[str],
+    how: str,
+    layers: Sequence[str],
+    deltas: Sequence[float | None],
+) -> str:
+    """The block a stage keeps when a rule flags all of it (``keep_best`` / ``keep_first``)."""
+    if how == "keep_best":
+        position = {name: i for i, name in enumerate(layers)}
+        scored = [
+            (deltas[position[m]], -k, m)
+            for k, m in enumerate(members)
+            if m in position and deltas[position[m]] is not None
+        ]
+        if scored:
+            return max(scored)[2]  # the largest increment; the earliest block on ties
+    return members[0]
+
+
 def decide(
     rule: str,
     *,
@@ -272,11 +310,13 @@ def decide(
         stages: stage name -> all its prunable units (removable or not), model order. With it, a
             decision that would empty a stage is refused (or resolved, see ``on_empty_stage``).
         tau: ``delta`` threshold.
-        tolerance: ``criterion1`` plateau tolerance.
+        tolerance: ``criterion1`` plateau tolerance (a fraction of the curve's range).
         remove: the ``explicit`` list of layer names.
         curve_kind: ``"Q"`` (Newman, paper 1) or ``"M"`` (paper 2), recorded; ``None`` if no curve.
         on_empty_stage: ``"error"`` (default) refuses a decision that removes every block of a
-            stage; ``"keep_first"`` keeps that stage's first unit and records a note.
+            stage; ``"keep_best"`` keeps that stage's block with the largest increment ΔM on the
+            curve (its first block when there is no curve); ``"keep_first"`` keeps its first
+            block. Both record a note.
         reasons: layer -> why it is not a candidate (used in messages and in ``skipped``);
             layers without a reason are called "not removable (input and output shapes differ)".
 
@@ -330,7 +370,10 @@ def decide(
             params = {"tau": float(tau)}
             pos_flags = delta_flags(mean, tau)
         else:
-            params = {"tolerance": float(tolerance)}
+            params = {
+                "tolerance": float(tolerance),
+                "tolerance_abs": criterion1_threshold(mean, tolerance),
+            }
             pos_flags = criterion1_flags(mean, tolerance)
         flagged = {layer_list[i]: why for i, why in sorted(pos_flags.items())}
     else:
@@ -375,13 +418,16 @@ def decide(
                     raise ValueError(
                         f"rule {rule!r} would remove every block of stage {stage!r} "
                         f"({members}); each stage keeps at least one block. Remove at most "
-                        f"{len(members) - 1} of {members}, or pass on_empty_stage='keep_first'."
+                        f"{len(members) - 1} of {members}, or pass on_empty_stage='keep_best' "
+                        "(or 'keep_first')."
                     )
-                keep = members[0]
+                keep = _block_to_keep(members, on_empty_stage, layer_list, deltas)
                 chosen.remove(keep)
                 chosen_set.discard(keep)
                 skipped[keep] = f"kept so that stage {stage!r} keeps at least one block"
-                notes.append(f"stage {stage!r}: all blocks flagged; kept {keep!r}")
+                notes.append(
+                    f"stage {stage!r}: all blocks flagged; kept {keep!r} ({on_empty_stage})"
+                )
 
     return PruningDecision(
         rule=rule,
@@ -445,66 +491,52 @@ def model_stages(net: nn.Module) -> dict[str, list[str]]:
     }
 
 
-def removable_layers(net: nn.Module, keep_stage_first: bool = True) -> list[str]:
+def removable_layers(net: nn.Module) -> list[str]:
     """The pruning candidates of ``net``, in model order.
+
+    A layer is a candidate iff removing it leaves a valid network: its input and output shapes
+    match (the model's own ``removable_layers()``). That includes ``layer1.0`` of CIFAR ResNets
+    (the stem is as wide as stage 1) and VGG's first 512 -> 512 unit of stage 5; the first block
+    of a downsampling stage (``layer2.0``, ``layer3.0``) changes the shape and is never one.
+    Position plays no part (paper 1's Table 1 model [2, 3, 6] comes from its rule on a curve
+    where ``layer1.0`` declines; protecting it would give [3, 3, 6]).
 
     Args:
         net: a zoo network or a wrapper around one.
-        keep_stage_first: exclude the first block of every stage (default). The model's own
-            ``removable_layers()`` lists every block whose input and output shapes match, which
-            includes e.g. ``layer1.0`` of CIFAR ResNets whose stem is as wide as stage 1, and the
-            first (512 -> 512) unit of VGG's stage 5. Keeping the first block of every stage is
-            the papers' convention (ResNet56 [2, 3, 6], VGG19_k, VGG11_k and Res152_k all keep
-            it) and guarantees that every stage keeps at least one block.
 
     Returns:
         Layer names (block taps).
     """
-    bare = bare_model(net)
-    names = list(bare.removable_layers())
-    if keep_stage_first:
-        firsts = {members[0] for members in model_stages(bare).values() if members}
-        names = [n for n in names if n not in firsts]
-    return names
+    return list(bare_model(net).removable_layers())
 
 
-def non_candidate_reasons(net: nn.Module, keep_stage_first: bool = True) -> dict[str, str]:
+def non_candidate_reasons(net: nn.Module) -> dict[str, str]:
     """Layer -> why it is not a pruning candidate, for every block that is not one."""
     bare = bare_model(net)
     shape_ok = set(bare.removable_layers())
-    out: dict[str, str] = {}
-    for stage, members in model_stages(bare).items():
-        for i, name in enumerate(members):
-            if name not in shape_ok:
-                out[name] = "its input and output shapes differ"
-            elif keep_stage_first and i == 0:
-                out[name] = (
-                    f"it is the first block of stage {stage!r}, which every stage keeps "
-                    "(keep_stage_first=false allows it)"
-                )
-    return out
+    return {
+        name: "its input and output shapes differ"
+        for members in model_stages(bare).values()
+        for name in members
+        if name not in shape_ok
+    }
 
 
-def decide_for_model(
-    net: nn.Module, rule: str, *, keep_stage_first: bool = True, **kwargs: Any
-) -> PruningDecision:
+def decide_for_model(net: nn.Module, rule: str, **kwargs: Any) -> PruningDecision:
     """:func:`decide` with the candidates, stages and non-candidate reasons taken from ``net``.
 
     Args:
         net: a zoo network or a wrapper around one.
         rule: one of :data:`RULES`.
-        keep_stage_first: see :func:`removable_layers`.
         **kwargs: the other arguments of :func:`decide` (curve, rule parameters ...).
     """
-    decision = decide(
+    return decide(
         rule,
-        candidates=removable_layers(net, keep_stage_first),
+        candidates=removable_layers(net),
         stages=model_stages(net),
-        reasons=non_candidate_reasons(net, keep_stage_first),
+        reasons=non_candidate_reasons(net),
         **kwargs,
     )
-    decision.params.setdefault("keep_stage_first", bool(keep_stage_first))
-    return decision
 
 
 def _map_key(key: str, mapping: Mapping[str, str]) -> str | None:

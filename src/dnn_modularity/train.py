@@ -1,6 +1,8 @@
 """Training entry point: `python -m dnn_modularity.train [overrides]` (Hydra) around `train(cfg)`.
 
-With no overrides this runs the embedded demo (`experiment=train_demo_digits`). Each run directory
+The training recipe follows the dataset (`conf/recipe/<data>.yaml`, chosen by `recipe: ${data}`):
+the papers' recipe for CIFAR/ImageNet (and FakeData), the quick CPU demo recipe for digits, so
+with no overrides this runs the embedded demo (ResNet-56 on digits). Each run directory
 holds `config.yaml` (the resolved config), `checkpoints/`, `metrics.csv`, `modularity.csv`,
 `figures/` and `results.json` (test metrics and paths).
 

@@ -143,7 +143,13 @@ def test_measured_curve_criterion1_and_sweep(parent_ckpt, tmp_path):
     assert (tmp_path / "c1" / "curve" / "curve.csv").exists()
     assert set(d["removed"]) <= set(d["candidates"])
     row = result["rows"][0]
-    assert row["acc_pruned_after_ft"] == row["acc_pruned_before_ft"]
+    # without fine-tuning the "after FT" cells are empty, in the rows, the CSV and the Markdown
+    assert row["acc_pruned_after_ft"] is None and row["delta_acc"] is None
+    assert math.isfinite(row["acc_pruned_before_ft"]) and row["finetune_epochs"] == 0
+    csv_row = read_csv_rows(tmp_path / "c1" / "pruning_table.csv")[0]
+    assert csv_row["acc_pruned_after_ft"] == "" and csv_row["delta_acc"] == ""
+    md = (tmp_path / "c1" / "pruning_table.md").read_text()
+    assert "after FT" not in md and "before FT" in md
 
     # single-layer sweep of the two deepest candidates with 1 fine-tuning epoch each
     _hand_made_curve(tmp_path / "curve.csv", {"layer3.2"})
@@ -197,13 +203,13 @@ def test_bad_layer_names_are_refused_before_training(parent_ckpt, tmp_path):
     with pytest.raises(ValueError, match=r"layer 'layer9\.1' is unknown.*valid choices.*layer3\.2"):
         prune(cfg)
     cfg = _cfg(
-        parent_ckpt, tmp_path / "b", "pruning=explicit", "pruning.keep_stage_first=false",
+        parent_ckpt, tmp_path / "b", "pruning=explicit",
         "pruning.remove=[layer3.0,layer3.1,layer3.2]",
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"layer 'layer3\.0' is not removable.*valid choices"):
         prune(cfg)
     cfg = _cfg(
-        parent_ckpt, tmp_path / "c", "pruning=explicit", "pruning.keep_stage_first=false",
+        parent_ckpt, tmp_path / "c", "pruning=explicit",
         "pruning.remove=[layer1.0,layer1.1,layer1.2]",
     )  # fmt: skip
     with pytest.raises(ValueError, match=r"every block of stage 'layer1'"):
@@ -224,3 +230,87 @@ def test_cli_entry_point(parent_ckpt, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = read_csv_rows(run_dir / "pruning_table.csv")
     assert rows[0]["removed_layers"] == "layer3.2" and rows[0]["rule"] == "explicit"
+
+
+@pytest.mark.slow
+def test_table1_through_the_rule_on_the_authors_curve(tmp_path):
+    """`prune pruning=delta curve=authors:cifar10` keeps [2, 3, 6]: -42.9 % params, -60.2 % MACs."""
+    from dnn_modularity.data import FakeDataModule
+
+    torch.manual_seed(0)
+    dm = FakeDataModule(test_size=64)
+    arch = {"name": "resnet56", "num_classes": 10, "in_channels": 3}
+    module = ImageClassifier(arch, dm.mean, dm.std)
+    trainer = L.Trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=0, accelerator="cpu",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=str(tmp_path),
+    )  # fmt: skip
+    trainer.fit(module, datamodule=dm)
+    ckpt = tmp_path / "resnet56.ckpt"
+    trainer.save_checkpoint(str(ckpt))
+
+    cfg = _cfg(
+        ckpt, tmp_path / "run", "data=fake", "data.test_size=64", "pruning=delta",
+        "curve=authors:cifar10", "finetune=false", "callbacks=none", "logger=none",
+    )  # fmt: skip
+    result = prune(cfg)
+    assert result["curve"]["source"] == "authors:cifar10"
+    row = result["rows"][0]
+    assert row["pruned_arch"] == "resnet56 blocks=[2, 3, 6]"
+    assert round(row["params_reduction"], 1) == 42.9 and round(row["macs_reduction"], 1) == 60.2
+    assert "layer1.0" in result["decision"]["removed"]
+
+    with pytest.raises(ValueError, match="measure=modularity"):
+        prune(_cfg(ckpt, tmp_path / "m", "data=fake", "curve=authors:cifar10", "measure=M"))
+
+
+@pytest.mark.slow
+def test_cumulative_sweep_removes_layers_back_to_front(parent_ckpt, tmp_path):
+    """Paper 1, Fig. 10(b): variant j removes the first j listed layers (VGG11_1..3 style)."""
+    _hand_made_curve(tmp_path / "curve.csv", {"layer3.2"})
+    cfg = _cfg(
+        parent_ckpt, tmp_path / "sweep", "pruning=single_layer_sweep", "pruning.mode=cumulative",
+        "pruning.layers=[layer3.2,layer3.1,layer2.2]", f"curve={tmp_path / 'curve.csv'}",
+        "finetune=false", "callbacks=none", "logger=none",
+    )  # fmt: skip
+    result = prune(cfg)
+    rows = result["rows"]
+    assert [r["removed_layers"] for r in rows] == [
+        "layer3.2", "layer3.1 layer3.2", "layer2.2 layer3.1 layer3.2",
+    ]  # fmt: skip
+    assert [r["pruned_arch"] for r in rows] == [
+        "resnet20 blocks=[3, 3, 2]", "resnet20 blocks=[3, 3, 1]", "resnet20 blocks=[3, 2, 1]",
+    ]  # fmt: skip
+    sweep = result["sweep"]["rows"]
+    assert [r["layer"] for r in sweep] == ["layer3.2", "layer3.1", "layer2.2"]
+    assert [r["delta_m"] for r in sweep] == pytest.approx([0.01, 0.05, 0.05])
+    accs = [r["acc_pruned_before_ft"] for r in rows]
+    assert [r["delta_acc_step"] for r in sweep] == pytest.approx(
+        [rows[0]["acc_parent"] - accs[0], accs[0] - accs[1], accs[1] - accs[2]]
+    )
+    assert (tmp_path / "sweep" / "variants" / "layer2.2" / "pruned_init.ckpt").exists()
+    with pytest.raises(ValueError, match=r"unknown pruning.mode 'both'.*cumulative"):
+        prune(_cfg(parent_ckpt, tmp_path / "x", "pruning=single_layer_sweep",
+                   "pruning.mode=both", f"curve={tmp_path / 'curve.csv'}"))  # fmt: skip
+
+
+def test_measured_curve_at_the_official_taps_files_values_under_the_units(parent_ckpt, tmp_path):
+    """probe.taps=official (the official code's stem conv before BN) still drives the rules."""
+    cfg = _cfg(
+        parent_ckpt, tmp_path / "off", "pruning=delta", "probe.n=60", "probe.taps=official",
+        "probe.strategy=sequential", "finetune=false", "callbacks=none", "logger=none",
+    )  # fmt: skip
+    d = prune(cfg)["decision"]
+    assert d["layers"][:2] == ["stem", "layer1.0"] and len(d["layers"]) == 10
+    rows = read_csv_rows(tmp_path / "off" / "curve" / "curve.csv")
+    assert {r["tap"] for r in rows} == {"official"} and rows[0]["layer"] == "stem"
+    block = prune(_cfg(parent_ckpt, tmp_path / "blk", "pruning=delta", "probe.n=60",
+                       "probe.strategy=sequential", "finetune=false", "callbacks=none",
+                       "logger=none"))["decision"]  # fmt: skip
+    # the stem is read before BN (a different value); the blocks are the same outputs
+    assert d["values"][0] != pytest.approx(block["values"][0])
+    assert d["values"][1:] == pytest.approx(block["values"][1:])
+    with pytest.raises(ValueError, match=r"probe.taps='relu' cannot drive a pruning rule"):
+        prune(_cfg(parent_ckpt, tmp_path / "bad", "pruning=delta", "probe.n=60",
+                   "probe.taps=relu", "finetune=false"))  # fmt: skip

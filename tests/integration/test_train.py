@@ -288,7 +288,9 @@ def test_wandb_offline_run_holds_the_logged_keys(tmp_path: Path, monkeypatch) ->
         "test/acc",
     } <= keys
     assert {"figures/modularity_curves/_type", "modularity/table/_type"} <= keys
-    assert run_info is not None and run_info.run_group == "demo" and "digits" in run_info.tags
+    # name and tags follow the choices (conf/recipe): <data>_<model>, [<recipe>, <data>, <model>]
+    assert run_info is not None and run_info.run_group == "digits_resnet20"
+    assert list(run_info.tags) == ["demo-recipe", "digits", "resnet20"]
     media = run_file.parent / "files" / "media"
     assert list(media.glob("images/figures/modularity_heatmap_*.png"))
     assert list(media.glob("table/modularity/table_*.table.json"))

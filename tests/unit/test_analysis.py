@@ -157,6 +157,34 @@ def test_adversarial_curves_peak_lower_and_failures_are_recorded(trained, digits
     assert len(read_csv_rows(tmp_path / "adversarial_summary.csv")) == 3
 
 
+def test_adversarial_clean_curve_has_the_same_n_and_pick_first_takes_the_first(trained, digits):
+    """Fig. 6a: clean and adversarial curves on the same N; the official code's first successes."""
+    pool = ProbeSet.from_datamodule(digits, 150, strategy="sequential")
+    kw = {"n_samples": 60, "progress": False}
+    first = adversarial_analysis(
+        trained, pool.images, pool.labels, {"fgsm": {}}, pick="first", **kw
+    )
+    n_of = {r["variant"]: r["N"] for r in first.rows}
+    assert n_of["clean"] == 60 == n_of["adversarial"]  # not the pool's 150
+    assert first.meta["settings"]["n_clean"] == 60 and first.meta["settings"]["pick"] == "first"
+    rnd = adversarial_analysis(trained, pool.images, pool.labels, {"fgsm": {}}, **kw)
+    # "first" = the first 60 successes in pool order: their clean images are a prefix of the
+    # pool's successes, so their paired clean curve differs from a random draw's
+    paired = {
+        name: [r["value"] for r in out.rows if r["variant"] == "clean_paired"]
+        for name, out in (("first", first), ("random", rnd))
+    }
+    assert paired["first"] != pytest.approx(paired["random"])
+    # the clean reference is the first 60 images of the pool unless given
+    clean = [r["value"] for r in first.rows if r["variant"] == "clean"]
+    from dnn_modularity.analysis.common import layer_modularity
+
+    expected = layer_modularity(trained, pool.images[:60], {"c": pool.labels[:60]}, k=3)
+    assert clean == pytest.approx(expected.values["c"])
+    with pytest.raises(ValueError, match=r"unknown pick 'all'.*first"):
+        adversarial_analysis(trained, pool.images, pool.labels, {"fgsm": {}}, pick="all", **kw)
+
+
 def test_difference_matches_cka_structure(trained, probes, tmp_path) -> None:
     out = difference_analysis(trained, probes[0].images, probes[0].labels, k=3)
     diff = np.zeros((NUM_LAYERS, NUM_LAYERS))

@@ -17,7 +17,7 @@ from dnn_modularity.pruning import (
     delta_flags,
 )
 
-# A ResNet-like toy: 3 stages x 4 blocks; the first block of each stage is not removable.
+# A ResNet-like toy: 3 stages x 4 blocks; the first block of each stage changes the shape.
 STAGES = {f"layer{s}": [f"layer{s}.{b}" for b in range(4)] for s in (1, 2, 3)}
 LAYERS = [n for members in STAGES.values() for n in members]
 CANDIDATES = [n for members in STAGES.values() for n in members[1:]]
@@ -68,21 +68,56 @@ def test_criterion1_peak_then_decline():
     assert criterion1_flags(vals, tolerance=0.01) == {4: "after_maximum", 5: "after_maximum"}
 
 
-def test_criterion1_plateau_is_anchored_at_its_start():
-    # rises, then a plateau of small steps (0.005 each) whose total drift exceeds the tolerance:
-    # anchored at 0.50, the steps to 0.505 and 0.510 are within 0.01 -> cut; 0.515 exceeds
-    # 0.50 + 0.01 -> kept (new anchor); 0.52 within -> cut; then a real rise -> kept.
-    vals = [0.2, 0.5, 0.505, 0.510, 0.515, 0.52, 0.7]
-    assert criterion1_flags(vals, tolerance=0.01) == {2: "plateau", 3: "plateau", 5: "plateau"}
+def test_criterion1_creeping_curve_is_cut_all_or_nothing():
+    # +0.005 per layer: the old anchored reading cut layers 2, 3, 5, 6 and kept 4 and 7.
+    ramp = [0.5 + 0.005 * i for i in range(7)]
+    assert criterion1_flags(ramp) == {}  # a steady rise, whatever its slope
+    # after a real rise, the same creeping steps are a plateau: every one of them is cut
+    vals = [0.1, 0.5, *ramp[1:], 0.9]
+    assert criterion1_flags(vals) == {i: "plateau" for i in range(2, 8)}
+
+
+def test_criterion1_is_monotone_in_the_increments_on_rising_curves():
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(200):
+        steps = torch.rand(12, generator=gen) ** 3 * 0.1  # many tiny and a few big increments
+        vals = [0.1, *(0.1 + torch.cumsum(steps, 0)).tolist()]
+        flags = criterion1_flags(vals)
+        deltas = curve_deltas(vals)[1:]
+        cut = [deltas[i - 1] for i in flags]
+        kept = [deltas[i - 1] for i in range(1, len(vals)) if i not in flags]
+        assert not cut or not kept or max(cut) < min(kept)
+
+
+def test_criterion1_a_rise_after_a_dip_is_not_a_plateau():
+    # the old anchored reading labelled the +0.04 rise at layer 4 a "plateau" (0.29 <= 0.30 + tol)
+    assert criterion1_flags([0.10, 0.30, 0.25, 0.29, 0.50, 0.60]) == {2: "decline"}
+    assert criterion1_flags([0.1, 0.4, 0.35, 0.405, 0.6, 0.8]) == {2: "decline"}
+
+
+@pytest.mark.parametrize(
+    "vals",
+    [
+        [0.2, 0.5, 0.505, 0.510, 0.515, 0.52, 0.7],
+        [0.10, 0.30, 0.25, 0.29, 0.50, 0.60],
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.605, 0.7, 0.8, 0.9, 0.85, 0.84],
+        [0.15, 0.08, 0.07, 0.06, 0.062, 0.2, 0.35, 0.36, 0.5],
+    ],
+)
+def test_criterion1_same_shape_same_cuts_on_q_and_on_m(vals):
+    # paper 2's M is about a quarter of Q (<= 0.25 under the literal 2S reading): same shape,
+    # same cuts; a shift does not matter either
+    full = criterion1_flags(vals)
+    assert criterion1_flags([v / 4 for v in vals]) == full
+    assert criterion1_flags([v / 4 - 0.03 for v in vals]) == full
+
+
+def test_criterion1_tolerance_is_relative_to_the_range():
+    vals = [0.0, 0.5, 0.51, 1.0]  # range 1: the +0.01 step is 1 % of it
+    assert criterion1_flags(vals, tolerance=0.02) == {2: "plateau"}
+    assert criterion1_flags(vals, tolerance=0.005) == {}
     # tolerance 0: only exactly flat steps count as a plateau
     assert criterion1_flags([0.2, 0.5, 0.5, 0.6], tolerance=0.0) == {2: "plateau"}
-
-
-def test_criterion1_decline_and_recovery_below_previous_level():
-    # dip in the middle (before the global maximum): the dip and the recovery back to the old
-    # level are cut, the first layer that rises above the old level + tol is kept.
-    vals = [0.1, 0.4, 0.35, 0.405, 0.6, 0.8]
-    assert criterion1_flags(vals, tolerance=0.01) == {2: "decline", 3: "plateau"}
 
 
 def test_criterion1_monotone_fast_rise_cuts_nothing():
@@ -105,7 +140,8 @@ def test_criterion1_decision_on_a_model_layout():
         "layer3.3": "after_maximum",
     }
     assert d.removed == ["layer2.2", "layer3.2", "layer3.3"]
-    assert d.curve_kind == "M" and d.params == {"tolerance": 0.01}
+    assert d.curve_kind == "M"
+    assert d.params == pytest.approx({"tolerance": 0.02, "tolerance_abs": 0.02 * 0.8})
 
 
 def test_repeats_are_averaged_and_std_recorded():
@@ -139,19 +175,18 @@ def test_emptying_a_stage_is_refused_or_resolved():
     with pytest.raises(ValueError, match=r"every block of stage 'stage5'.*f\.13.*f\.14"):
         decide("explicit", candidates=cands, remove=["f.13", "f.14"], stages=stages)
     layers = ["f.9", "f.10", "f.13", "f.14"]
-    vals = [0.5, 0.9, 0.85, 0.8]
-    with pytest.raises(ValueError, match="every block of stage 'stage5'"):
+    vals = [0.5, 0.9, 0.8, 0.85]  # both stage-5 units lie after the maximum
+    with pytest.raises(ValueError, match=r"every block of stage 'stage5'.*keep_best"):
         decide("criterion1", candidates=cands, layers=layers, values=vals, stages=stages)
-    d = decide(
-        "criterion1",
-        candidates=cands,
-        layers=layers,
-        values=vals,
-        stages=stages,
-        on_empty_stage="keep_first",
-    )
+    kw = {"candidates": cands, "layers": layers, "values": vals, "stages": stages}
+    d = decide("criterion1", on_empty_stage="keep_first", **kw)
     assert d.removed == ["f.14"]
     assert "stage 'stage5'" in d.skipped["f.13"] and d.notes
+    # keep_best keeps the unit that adds most to the curve (f.14: +0.05, f.13: -0.10)
+    d = decide("criterion1", on_empty_stage="keep_best", **kw)
+    assert d.removed == ["f.13"] and "keep_best" in d.notes[0]
+    with pytest.raises(ValueError, match=r"unknown on_empty_stage 'x'.*keep_best"):
+        decide("criterion1", on_empty_stage="x", **kw)
 
 
 def test_bad_rule_curve_and_names():

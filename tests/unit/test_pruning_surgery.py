@@ -129,27 +129,24 @@ def test_vgg_back_to_front_removal_equals_the_papers_variants(name, removed, con
     assert sum(p.numel() for p in child.parameters()) == sum(
         p.numel() for p in variant.parameters()
     )
-    # the first unit of stage 5 (512 -> 512) keeps its shape, the first of stage 4 (256 -> 512)
-    # does not; by default the first unit of every stage is kept anyway
-    assert "stage5.0" in removable_layers(parent, keep_stage_first=False)
-    assert "stage4.0" not in removable_layers(parent, keep_stage_first=False)
-    assert "stage5.0" not in removable_layers(parent) and "stage5.1" in removable_layers(parent)
+    # the first unit of stage 5 (512 -> 512) keeps its shape and is a candidate; the first of
+    # stage 4 (256 -> 512) does not
+    assert "stage5.0" in removable_layers(parent) and "stage5.1" in removable_layers(parent)
+    assert "stage4.0" not in removable_layers(parent)
 
 
-def test_first_block_of_a_stage_and_emptying_a_stage_are_refused_on_a_model():
+def test_candidates_come_from_shapes_not_positions():
     net = build_model("resnet20", num_classes=10)  # stem width 16 == stage 1: layer1.0 keeps shape
-    with pytest.raises(
-        ValueError,
-        match=r"layer 'layer1\.0' is not removable: it is the first "
-        r"block of stage 'layer1'.*valid choices.*layer1\.1",
-    ):
-        decide_for_model(net, "explicit", remove=["layer1.0", "layer1.1", "layer1.2"])
-    with pytest.raises(ValueError, match=r"every block of stage 'layer1'.*layer1\.0"):
-        decide_for_model(
-            net, "explicit", remove=["layer1.0", "layer1.1", "layer1.2"], keep_stage_first=False
-        )
-    d = decide_for_model(net, "explicit", remove=["layer1.0", "layer1.1"], keep_stage_first=False)
+    cands = removable_layers(net)
+    assert "layer1.0" in cands  # same input and output shape: removable
+    assert "layer2.0" not in cands and "layer3.0" not in cands  # stride 2 and wider: not
+    with pytest.raises(ValueError, match=r"layer 'layer2\.0' is not removable: its input"):
+        decide_for_model(net, "explicit", remove=["layer2.0"])
+    d = decide_for_model(net, "explicit", remove=["layer1.0", "layer1.1"])
     assert build_pruned(net, d.removed).arch_config()["blocks"] == [1, 3, 3]
+    # no stage is emptied: refused for an explicit list, resolved by the curve rules' configs
+    with pytest.raises(ValueError, match=r"every block of stage 'layer1'.*layer1\.0"):
+        decide_for_model(net, "explicit", remove=["layer1.0", "layer1.1", "layer1.2"])
 
 
 # ----------------------------------------------------------------------- ImageNet ResNets

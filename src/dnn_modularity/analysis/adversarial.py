@@ -12,7 +12,12 @@ curves peak lower than the clean one. Here, per attack:
    into the record too, so the drop is measured on identical samples;
 3. an attack that raises is recorded with ``status=failed`` and the reason, and the others go on.
 
-The clean curve of the whole pool is the reference line of the figure.
+The reference line of the figure is the clean curve on the same number of images as the
+adversarial curves: ``clean`` (``run`` draws a probe set of ``n_samples`` images with the probe
+strategy, so the sequential strategy gives the first N test images, like the official code), else
+the first ``n_samples`` images of the pool. Which successful samples are used: ``pick="random"``
+(paper 1's text: "we randomly choose 500 adversarial samples") or ``"first"`` (the official code:
+the first successes in pool order).
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ from dnn_modularity.analysis.common import AnalysisOutput, layer_modularity, met
 from dnn_modularity.attacks import generate_adversarial, get_spec
 from dnn_modularity.plots_analysis import CurveSeries, plot_adversarial
 
-__all__ = ["adversarial_analysis", "run"]
+__all__ = ["PICKS", "adversarial_analysis", "run"]
+
+#: How the successful adversarial samples of an attack are chosen.
+PICKS = ("random", "first")
 
 _COLORS = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
 
@@ -68,6 +76,8 @@ def adversarial_analysis(
     dtype: torch.dtype | None = None,
     progress: bool = True,
     title: str = "",
+    pick: str = "random",
+    clean: tuple[Tensor, Tensor] | None = None,
 ) -> AnalysisOutput:
     """Attack a pool of images with each attack and compare adversarial and clean curves.
 
@@ -87,6 +97,10 @@ def adversarial_analysis(
         dtype: Optional feature dtype.
         progress: Progress bars for the attacks.
         title: Figure title.
+        pick: ``random`` (a seeded draw of ``n_samples`` successes, paper 1's text) or ``first``
+            (the first ``n_samples`` successes in pool order, the official code).
+        clean: ``(images (N, C, H, W), labels (N,))`` of the clean reference curve; default:
+            the first ``n_samples`` images of the pool (the same N as the adversarial curves).
 
     Returns:
         :class:`AnalysisOutput` named ``adversarial``: tidy curve rows (variants ``clean``,
@@ -100,6 +114,8 @@ def adversarial_analysis(
     """
     for name in attacks:
         get_spec(name)  # fail fast on typos, before minutes of attacking
+    if pick not in PICKS:
+        raise ValueError(f"unknown pick {pick!r}; valid choices: {list(PICKS)}")
     common = {
         "k": k,
         "metric": metric,
@@ -111,12 +127,23 @@ def adversarial_analysis(
     tap_name = taps if isinstance(taps, str) else "custom"
     base = {"tap": tap_name, "k": k, "metric": metric, "seed": seed}
     labels = labels.long().cpu()
-    clean = layer_modularity(model, images, {"clean": labels}, **common)
+    if clean is None:
+        clean = (images[:n_samples], labels[:n_samples])
+    clean_images, clean_labels = clean[0], torch.as_tensor(clean[1]).long().cpu()
+    clean_curve = layer_modularity(model, clean_images, {"clean": clean_labels}, **common)
     rows = _curve_rows(
-        clean, variant="clean", attack="", key_prefix=None, base={**base, "N": len(labels)}
+        clean_curve,
+        variant="clean",
+        attack="",
+        key_prefix=None,
+        base={**base, "N": len(clean_labels)},
     )
     series = [
-        CurveSeries("clean", clean.values["clean"], style={"color": "black", "linewidth": 2.2})
+        CurveSeries(
+            f"clean (N={len(clean_labels)})",
+            clean_curve.values["clean"],
+            style={"color": "black", "linewidth": 2.2},
+        )
     ]
     summary: list[dict[str, Any]] = []
     rates: dict[str, float] = {}
@@ -155,9 +182,13 @@ def adversarial_analysis(
         metrics[f"adv_{name}/success_rate"] = result.success_rate
         adv, adv_labels, positions = result.successful()
         if len(adv) > n_samples:
-            generator = torch.Generator().manual_seed(seed)
-            pick = torch.sort(torch.randperm(len(adv), generator=generator)[:n_samples]).values
-            adv, adv_labels, positions = adv[pick], adv_labels[pick], positions[pick]
+            if pick == "first":
+                chosen = torch.sort(positions).indices[:n_samples]
+            else:
+                generator = torch.Generator().manual_seed(seed)
+                chosen = torch.randperm(len(adv), generator=generator)[:n_samples]
+            chosen = torch.sort(chosen).values
+            adv, adv_labels, positions = adv[chosen], adv_labels[chosen], positions[chosen]
         record.update(
             success_rate=result.success_rate,
             n_clean_correct=result.num_clean_correct,
@@ -198,18 +229,20 @@ def adversarial_analysis(
         series,
         {get_spec(n).paper_name: r for n, r in rates.items()},
         title=title,
-        layer_names=clean.names,
+        layer_names=clean_curve.names,
     )
     meta = {
         "settings": {
             "n_pool": len(labels),
             "n_samples": n_samples,
+            "n_clean": len(clean_labels),
+            "pick": pick,
             **common,
             "dtype": str(dtype),
             "attacks": {n: dict(s or {}) for n, s in attacks.items()},
         },
         "attacks": summary,
-        "layers": clean.names,
+        "layers": clean_curve.names,
         "failed": {r["attack"]: r["reason"] for r in summary if r["status"] != "ok"},
     }
     return AnalysisOutput(
@@ -237,6 +270,8 @@ def run(cfg: Any) -> dict[str, Any]:
     if missing:
         raise KeyError(f"no config for attack(s) {missing}; configured: {sorted(settings)}")
     attacks = {n: settings[n] for n in chosen}
+    # The clean reference on the same N as the adversarial curves, drawn like any probe set.
+    (reference,) = probe_sets(ctx, repeats=1, n=min(int(a.n_samples), int(a.pool_size)))
     output = adversarial_analysis(
         ctx.model,
         pool.images,
@@ -252,5 +287,7 @@ def run(cfg: Any) -> dict[str, Any]:
         dtype=ctx.feature_dtype,
         progress=bool(a.progress),
         title=ctx.title("adversarial samples"),
+        pick=str(a.get("pick", "random")),
+        clean=(reference.images, reference.labels),
     )
     return finish(ctx, output)

@@ -83,6 +83,7 @@ def curve_analysis(
     block_size: int | None = None,
     dtype: torch.dtype | None = None,
     title: str = "",
+    reference: tuple[str, Sequence[float]] | None = None,
 ) -> AnalysisOutput:
     """Per-layer modularity over R probe sets, with the shuffled-label and random-init nulls.
 
@@ -102,6 +103,9 @@ def curve_analysis(
         block_size: Engine block size.
         dtype: Optional feature dtype.
         title: Figure title.
+        reference: Optional ``(label, (L,) values)``: a published curve drawn dashed in the
+            figure (``run`` passes the authors' ResNet-56 curve for ResNet-56 on CIFAR-10/100,
+            :mod:`dnn_modularity.reference`); ignored when its length differs from L.
 
     Returns:
         :class:`AnalysisOutput` named ``curve`` with tidy rows (variant, repeat, layer, value),
@@ -177,6 +181,16 @@ def curve_analysis(
         series.append(
             CurveSeries(_LABEL[variant], means, [r["std"] for r in part], style=_STYLE[variant])
         )
+    drawn_reference = None
+    if reference is not None and len(reference[1]) == len(names):
+        drawn_reference = reference[0]
+        series.append(
+            CurveSeries(
+                reference[0],
+                list(reference[1]),
+                style={"color": "black", "linestyle": "--", "marker": None, "zorder": 5},
+            )
+        )
     n = len(as_probe(probes[0])[1])
     fig = plot_curve_series(
         series,
@@ -196,12 +210,21 @@ def curve_analysis(
             "random_init_seed": random_init_seed,
         },
         "layers": names,
+        "reference": drawn_reference,
         "rise_last_minus_first_third": rises,
         "seconds": timings,
     }
     return AnalysisOutput(
         "curve", rows=rows, summary=summary, meta=meta, figures={"curve": fig}, metrics=metrics
     )
+
+
+def _authors_reference(model: str | None, data: str | None) -> tuple[str, list[float]] | None:
+    """The authors' published curve when the run matches it (ResNet-56 on CIFAR-10/100)."""
+    from dnn_modularity.reference import matching_authors_curve
+
+    ref = matching_authors_curve(model, data)
+    return None if ref is None else (ref.label, list(ref.values))
 
 
 def run(cfg: Any) -> dict[str, Any]:
@@ -244,6 +267,7 @@ def run(cfg: Any) -> dict[str, Any]:
         block_size=ctx.block_size,
         dtype=ctx.feature_dtype,
         title=ctx.title("modularity curve"),
+        reference=_authors_reference(ctx.model_name, getattr(ctx.datamodule, "name", None)),
     )
     output.meta["settings"]["disjoint_repeats"] = fallback is None and disjoint
     output.meta["settings"]["probe_fallback"] = fallback

@@ -41,7 +41,7 @@ def ring_analysis(
     images: Tensor,
     labels: Tensor,
     *,
-    num_edges: int = 40000,
+    num_edges: int | None = None,
     k: int = 3,
     metric: str = "cosine",
     taps: Any = "block",
@@ -62,7 +62,10 @@ def ring_analysis(
         model: Takes images in [0, 1].
         images: ``(N, C, H, W)`` probe images (paper 2: N = 4000).
         labels: ``(N,)`` labels.
-        num_edges: |E|, the number of most similar pairs kept (paper 2: 40000).
+        num_edges: |E|, the number of most similar pairs kept (paper 2: 40000 of N = 4000);
+            None: paper 2's edge density for this N
+            (:func:`dnn_modularity.graph.resolve_num_edges`). Rows record ``num_edges`` and
+            ``edge_density``.
         k: Neighbours per node for the paper-1 k-NN Q curve.
         metric: ``cosine`` (paper 2) or ``pearson``.
         taps: Tap selection.
@@ -83,9 +86,17 @@ def ring_analysis(
         figures ``ring_grid`` and ``m_vs_q``, file ``figures/ring.gif``, metric keys
         ``M/layer_07``, ``Q_top_edges/layer_07``, ``modularity/layer_07``.
     """
-    from dnn_modularity.graph import class_separation, knn_modularity, modularity, top_edges_graph
+    from dnn_modularity.graph import (
+        class_separation,
+        knn_modularity,
+        modularity,
+        resolve_num_edges,
+        top_edges_graph,
+    )
 
     labels = labels.long().cpu()
+    budget = resolve_num_edges(len(labels), num_edges)
+    num_edges = budget.num_edges
     tap_name = taps if isinstance(taps, str) else "custom"
     base = {
         "analysis": "ring",
@@ -94,6 +105,7 @@ def ring_analysis(
         "N": len(labels),
         "k": k,
         "num_edges": num_edges,
+        "edge_density": budget.density,
         "metric": metric,
         "seed": seed,
     }
@@ -153,7 +165,8 @@ def ring_analysis(
             ncols=ncols,
             class_names=class_names,
             max_edges_drawn=max_edges_drawn,
-            title=f"{prefix}top-{num_edges} similarity graph per layer (N={len(labels)})",
+            title=f"{prefix}top-{num_edges} similarity graph per layer (N={len(labels)}, "
+            f"{budget.density:.2%} of the pairs)",
         ),
         "m_vs_q": plot_m_vs_q(
             per_measure["M"],
@@ -182,6 +195,8 @@ def ring_analysis(
     meta = {
         "settings": {
             "num_edges": num_edges,
+            "edge_density": budget.density,
+            "num_edges_source": budget.source,
             "k": k,
             "metric": metric,
             "taps": taps,
@@ -209,7 +224,7 @@ def run(cfg: Any) -> dict[str, Any]:
         ctx.model,
         probe.images,
         probe.labels,
-        num_edges=int(a.num_edges),
+        num_edges=None if a.get("num_edges") is None else int(a.num_edges),
         k=int(cfg.graph.k),
         metric=str(cfg.graph.metric),
         taps=ctx.taps,

@@ -23,7 +23,6 @@ import ast
 import math
 import os
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from dnn_modularity.data.probe import STRATEGIES, ProbeSet
-from dnn_modularity.graph import METRICS
+from dnn_modularity.graph import METRICS, resolve_num_edges
 from dnn_modularity.io import append_csv_rows, atomic_save_figure, write_csv_rows
 from dnn_modularity.metrics import ClassSeparationModularity, KNNModularity
 from dnn_modularity.taps import LayerTaps, feature_dims, iter_layer_features
@@ -49,7 +48,8 @@ __all__ = [
     "rows_to_matrix",
 ]
 
-#: Columns of `modularity.csv` (the contract's columns, then the repeat index).
+#: Columns of `modularity.csv` (the contract's columns, the repeat index, then |E| and its density
+#: when paper 2's M is computed).
 CSV_COLUMNS = (
     "epoch",
     "layer_index",
@@ -62,6 +62,8 @@ CSV_COLUMNS = (
     "M",
     "seed",
     "repeat",
+    "num_edges",
+    "edge_density",
 )
 
 #: How features are collected:
@@ -101,6 +103,15 @@ _STATE_PREFIX = "ModularityMonitor{"
 def layer_key(index: int) -> str:
     """Metric-key suffix of a 1-based layer index: 7 -> "layer_07"."""
     return f"layer_{int(index):02d}"
+
+
+def _arch_name(pl_module: Any) -> str | None:
+    """The architecture name of a classifier (``net.arch_config()["name"]``), or None."""
+    net = getattr(pl_module, "net", pl_module)
+    try:
+        return str(net.arch_config()["name"])
+    except (AttributeError, KeyError, NotImplementedError, TypeError):
+        return None
 
 
 def rows_to_matrix(
@@ -170,7 +181,9 @@ class ModularityMonitor(Callback):
         repeats: Number R of probe sets (rows carry `repeat`; logged scalars are their mean).
         disjoint: Repeats use disjoint samples (True) or independent draws.
         compute_M: Also compute paper 2's M on the top-`num_edges` similarity subgraph.
-        num_edges: |E| of that subgraph; clamped to N(N-1)/2 with a warning.
+        num_edges: |E| of that subgraph; None (default): paper 2's edge density (40,000 of the
+            pairs of N = 4,000, 0.5 %) for this N; an explicit value is clamped to N(N-1)/2 with
+            a warning. Rows record `num_edges` and `edge_density`.
         batch_size: Probe images per forward pass.
         feature_mode: One of `FEATURE_MODES`.
         feature_memory_mb: Memory budget of "auto" for the features held at once (MiB).
@@ -198,7 +211,7 @@ class ModularityMonitor(Callback):
         repeats: int = 1,
         disjoint: bool = True,
         compute_M: bool = False,
-        num_edges: int = 40000,
+        num_edges: int | None = None,
         batch_size: int = 500,
         feature_mode: str = "auto",
         feature_memory_mb: float = 1024.0,
@@ -232,7 +245,7 @@ class ModularityMonitor(Callback):
             ("every_n_epochs", every_n_epochs),
             ("repeats", repeats),
             ("batch_size", batch_size),
-            ("num_edges", num_edges),
+            ("num_edges", 1 if num_edges is None else num_edges),
         ):
             if int(val) < 1:
                 raise ValueError(f"{key}={val} must be >= 1")
@@ -244,16 +257,11 @@ class ModularityMonitor(Callback):
         self.seed, self.strategy = int(seed), str(strategy)
         self.repeats, self.disjoint = int(repeats), bool(disjoint)
         self.compute_M = bool(compute_M)
-        max_edges = self.n * (self.n - 1) // 2
-        if int(num_edges) > max_edges:
-            if self.compute_M:
-                warnings.warn(
-                    f"num_edges={num_edges} exceeds the {max_edges} pairs of N={self.n} samples; "
-                    f"using num_edges={max_edges} (the complete graph)",
-                    stacklevel=2,
-                )
-            num_edges = max_edges
-        self.num_edges = int(num_edges)
+        budget = resolve_num_edges(
+            self.n, None if num_edges is None else int(num_edges), warn=self.compute_M
+        )
+        self.num_edges = budget.num_edges
+        self.edge_density = budget.density
         self.batch_size = int(batch_size)
         self.feature_mode = feature_mode
         self.feature_memory_mb = float(feature_memory_mb)
@@ -276,6 +284,8 @@ class ModularityMonitor(Callback):
         self._knn: KNNModularity | None = None
         self._sep: ClassSeparationModularity | None = None
         self._measured_since_figure = 0
+        self.model_name: str | None = None  # for the authors' reference curve in the figure
+        self.data_name: str | None = None
 
     # --- identity / state ----------------------------------------------------------------------
     @property
@@ -452,7 +462,10 @@ class ModularityMonitor(Callback):
     # --- Lightning hooks -----------------------------------------------------------------------
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Draw the probe sets from the datamodule's test split (identical on every rank)."""
-        if stage != "fit" or self.probes:
+        if stage != "fit":
+            return
+        self.model_name = _arch_name(pl_module)
+        if self.probes:
             return
         dm = trainer.datamodule
         if dm is None or not hasattr(dm, "probe_dataset"):
@@ -636,6 +649,8 @@ class ModularityMonitor(Callback):
                                 "M": m_value,
                                 "seed": self.seed,
                                 "repeat": repeat,
+                                "num_edges": self.num_edges if sep is not None else None,
+                                "edge_density": self.edge_density if sep is not None else None,
                             }
                         )
         finally:
@@ -645,6 +660,7 @@ class ModularityMonitor(Callback):
 
     def setup_probes(self, datamodule: Any) -> None:
         """Draw the probe sets from `datamodule` (what `setup` does inside a Trainer)."""
+        self.data_name = getattr(datamodule, "name", None)
         self.probes = [
             ProbeSet.from_datamodule(
                 datamodule, self.n, self.seed, self.strategy, repeat=r, disjoint=self.disjoint
@@ -726,15 +742,22 @@ class ModularityMonitor(Callback):
             "overhead": total / epochs if epochs > 0 else float("nan"),
         }
 
-    def save_figures(self, trainer: L.Trainer | None = None) -> list[Path]:
-        """Write curve and heatmap figures (PNG + PDF) of the history to `<output_dir>/figures/`."""
-        import matplotlib.pyplot as plt
+    def reference_curve(self, num_layers: int) -> tuple[str, list[float]] | None:
+        """The authors' published curve for a matching run (ResNet-56 on CIFAR-10/100), or None.
 
+        Drawn dashed in the modularity-curve figure, so a run shows at once whether it
+        reproduces paper 1's curve (:mod:`dnn_modularity.reference`).
+        """
+        from dnn_modularity.reference import matching_authors_curve
+
+        ref = matching_authors_curve(self.model_name, self.data_name, num_layers)
+        return None if ref is None else (ref.label, list(ref.values))
+
+    def curve_figures(self) -> dict[str, Any]:
+        """The curve and heatmap figures of the history: ``{"modularity_curves": Figure, ...}``."""
         from dnn_modularity.plots import plot_curves, plot_heatmap
 
-        self._measured_since_figure = 0
-        folder = self._out_dir(trainer) / "figures"
-        paths: list[Path] = []
+        out: dict[str, Any] = {}
         values = ["modularity"] + (["M"] if self.compute_M else [])
         for value in values:
             epochs, layers, matrix = rows_to_matrix(self.history, value)
@@ -742,24 +765,38 @@ class ModularityMonitor(Callback):
                 continue
             label = "modularity Q" if value == "modularity" else "class-separation M"
             what = f"N={self.n}, k={self.k}, {self.metric}, taps={self.tap_label}"
-            fig = plot_curves(
+            if value == "M":
+                what = (
+                    f"N={self.n}, |E|={self.num_edges} ({self.edge_density:.2%} of pairs), "
+                    f"{self.metric}, taps={self.tap_label}"
+                )
+            out[f"{value}_curves"] = plot_curves(
                 matrix.numpy(),
                 labels=[f"epoch {e}" for e in epochs],
                 color_values=epochs,
                 color_label="epoch",
                 title=f"{label} per layer during training ({what})",
                 ylabel=label,
+                reference=self.reference_curve(len(layers)) if value == "modularity" else None,
             )
-            paths += atomic_save_figure(fig, folder / f"{self._figure_tag}{value}_curves")
-            plt.close(fig)
-            fig = plot_heatmap(
+            out[f"{value}_heatmap"] = plot_heatmap(
                 matrix.numpy(),
                 row_labels=epochs,
                 col_labels=layers,
                 title=f"{label}: epoch x layer ({what})",
                 cbar_label=label,
             )
-            paths += atomic_save_figure(fig, folder / f"{self._figure_tag}{value}_heatmap")
+        return out
+
+    def save_figures(self, trainer: L.Trainer | None = None) -> list[Path]:
+        """Write curve and heatmap figures (PNG + PDF) of the history to `<output_dir>/figures/`."""
+        import matplotlib.pyplot as plt
+
+        self._measured_since_figure = 0
+        folder = self._out_dir(trainer) / "figures"
+        paths: list[Path] = []
+        for name, fig in self.curve_figures().items():
+            paths += atomic_save_figure(fig, folder / f"{self._figure_tag}{name}")
             plt.close(fig)
         return paths
 

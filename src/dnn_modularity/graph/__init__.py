@@ -10,6 +10,7 @@ block of rows (CKA's Gram matrices excepted).
 """
 
 from dnn_modularity.graph.cka import cka_matrix, linear_cka, modularity_difference
+from dnn_modularity.graph.edge_budget import EdgeBudget, resolve_num_edges
 from dnn_modularity.graph.knn import Graph, knn_graph, top_edges_graph
 from dnn_modularity.graph.modularity import (
     ClassSeparation,
@@ -27,6 +28,7 @@ from dnn_modularity.graph.validation import METRICS
 __all__ = [
     "METRICS",
     "ClassSeparation",
+    "EdgeBudget",
     "Graph",
     "SimilarityHistogram",
     "cka_matrix",
@@ -37,6 +39,7 @@ __all__ = [
     "modularity",
     "modularity_difference",
     "normalize_features",
+    "resolve_num_edges",
     "similarity_histogram",
     "top_edges_graph",
 ]
