@@ -216,7 +216,8 @@ def resolve_taps(
             raise ValueError(
                 f"{type(root).__name__} declares no tap points, so tap mode {taps!r} is "
                 "unavailable; "
-                f"use module names, 're:<regex>' or a selector {sorted(SELECTORS)}"
+                f"use module names, 're:<regex>' or a selector {sorted(SELECTORS)} "
+                "(dnn_modularity.models.default_block_taps(model) proposes one name per block)"
             )
         named = list(root.tap_points(taps))
     elif isinstance(taps, str) and taps.startswith("re:"):

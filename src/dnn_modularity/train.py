@@ -89,15 +89,12 @@ def check_config(cfg: DictConfig, hydra_cfg: Any | None = None) -> None:
         ValueError: Describing the problem and what to do instead (an unknown model name raises
             the model registry's error, a `KeyError` and `ValueError`, listing the valid names).
     """
-    from dnn_modularity.models import available_models
+    from dnn_modularity.models import UnknownModelError, check_model_name
 
-    name = cfg.model.get("name")
-    if name not in available_models():
-        from dnn_modularity.models import UnknownModelError
-
-        raise UnknownModelError(
-            f"unknown model {name!r} (model.name); available models: {available_models()}"
-        )
+    try:
+        check_model_name(cfg.model.get("name"))
+    except UnknownModelError as err:
+        raise UnknownModelError(f"{err} (model.name)") from None
     if "modularity" in (cfg.get("callbacks") or {}):
         n, k = int(cfg.probe.n), int(cfg.graph.k)
         if n <= k:

@@ -15,6 +15,12 @@ of the papers is a constructor argument, not a new class:
   (``imagenet_resnet152(blocks=[3, 8, 6, 3])`` is paper 1's ImageNet50 Res152_30),
   ``imagenet_vgg11_bn .. imagenet_vgg19_bn(num_classes, weights, in_channels)``.
 
+Models this package did not define are built by name too (:mod:`.external`):
+``build_model("torchvision:convnext_tiny", num_classes=10)`` (any torchvision classification
+model, ``weights=None`` by default) and ``build_model("timm:resnet18", num_classes=10)`` (with
+the optional ``timm`` extra); they get ``tap_points("block")`` (derived block taps, or timm's
+``feature_info``) and ``arch_config()``.
+
 ``build_model(name, **kwargs)`` is the registry that Hydra configs (``conf/model/*.yaml``, a plain
 dict with ``name`` and the kwargs) go through; ``available_models()`` lists the names. Every
 model has ``tap_points(mode)`` (mode in :data:`TAP_MODES`) and ``arch_config()`` with
@@ -32,6 +38,7 @@ from typing import Any
 from torch import nn
 
 from ._base import TAP_MODES, ConvBNAct, StagedModel, check_tap_mode
+from .external import ExternalModel, build_external, default_block_taps, is_external_name
 from .imagenet import (
     imagenet_resnet18,
     imagenet_resnet34,
@@ -52,12 +59,16 @@ from .vgg import vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn
 __all__ = [
     "TAP_MODES",
     "ConvBNAct",
+    "ExternalModel",
     "Normalized",
     "StagedModel",
     "UnknownModelError",
     "available_models",
+    "build_external",
     "build_model",
+    "check_model_name",
     "check_tap_mode",
+    "default_block_taps",
     "imagenet_resnet18",
     "imagenet_resnet34",
     "imagenet_resnet50",
@@ -67,6 +78,7 @@ __all__ = [
     "imagenet_vgg13_bn",
     "imagenet_vgg16_bn",
     "imagenet_vgg19_bn",
+    "is_external_name",
     "mobilenet_v2",
     "resnet18",
     "resnet20",
@@ -128,11 +140,30 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_model_name(name: Any) -> str:
+    """Return ``name`` if :func:`build_model` knows it (no model is built, nothing imported).
+
+    Accepted: :func:`available_models` and ``"torchvision:<name>"`` / ``"timm:<name>"`` (whose
+    model part is checked when the model is built).
+
+    Raises:
+        UnknownModelError: (a ``KeyError`` and ``ValueError``) listing the valid names.
+    """
+    if name in _REGISTRY or is_external_name(name):
+        return name
+    raise UnknownModelError(
+        f"unknown model {name!r}; available models: {available_models()}, or "
+        "'torchvision:<name>' (any torchvision classification model) or 'timm:<name>' (with the "
+        "optional timm package)"
+    )
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the model ``name`` with constructor kwargs (e.g. from a ``conf/model`` YAML).
 
     Args:
-        name: one of :func:`available_models`.
+        name: one of :func:`available_models`, or ``"torchvision:<name>"`` / ``"timm:<name>"``
+            (:func:`~dnn_modularity.models.external.build_external`).
         **kwargs: the constructor's keyword arguments; OmegaConf containers are accepted.
 
     Returns:
@@ -141,10 +172,13 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     Raises:
         UnknownModelError: (a ``KeyError`` and ``ValueError``) for an unknown name, listing the
             valid names.
-        ValueError: for a keyword the constructor does not take, listing the ones it takes.
+        ValueError: for a keyword the constructor does not take, listing the ones it takes (for
+            external models: the builder's own error, as a ``ValueError``).
+        ImportError: a ``timm:`` name without timm installed.
     """
-    if name not in _REGISTRY:
-        raise UnknownModelError(f"unknown model {name!r}; available models: {available_models()}")
+    check_model_name(name)
+    if is_external_name(name):
+        return build_external(name, **{k: _to_builtin(v) for k, v in kwargs.items()})
     fn = _REGISTRY[name]
     accepted = list(inspect.signature(fn).parameters)
     unknown = sorted(set(kwargs) - set(accepted))
