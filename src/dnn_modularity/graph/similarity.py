@@ -25,8 +25,10 @@ from dnn_modularity.graph.validation import (
 )
 
 NORM_EPS = 1e-8
-"""Row norms are clamped at this value before dividing (as the official code of paper 1 does), so
-an all-zero row stays all-zero and has similarity 0 with every row."""
+"""The official code of paper 1 clamps row norms at this value before dividing. Here rows are first
+scaled by a power of two (exact), so every non-zero row has norm >= 1 when the clamp applies and is
+normalised exactly whatever its scale; the clamp only keeps an all-zero row all-zero (similarity 0
+with every row)."""
 
 # Memory budget for one strip of similarity rows (its values and the temporaries of the same size
 # that consumers create): ~12 bytes per entry covers a float32 strip plus an int64 temporary
@@ -35,16 +37,48 @@ _STRIP_BUDGET_BYTES = {"cpu": 256 * 2**20, "cuda": 4096 * 2**20}
 _BYTES_PER_ENTRY = 12
 
 
+def times_power_of_two(x: Tensor, exponent: Tensor) -> Tensor:
+    """Return ``x · 2^-exponent``, exactly.
+
+    The power is applied as two factors, each representable in x's dtype (a float32 exponent
+    spans [-149, 128], float64's [-1074, 1024]), so each product is exact.
+    """
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    return x * torch.exp2((-half).to(x.dtype)) * torch.exp2((half - exponent).to(x.dtype))
+
+
+def _scale_rows(x: Tensor) -> Tensor:
+    """Divide each row by the power of two at or above its largest magnitude (exact, in x's dtype).
+
+    Afterwards every non-zero row has max |x_ij| in [0.5, 1): its float32 copy neither overflows
+    (|x| ~ 1e39 in float64, or x² of |x| ~ 1e20 in float32) nor loses its norm below the clamp
+    (|x| ~ 1e-9). Scaling by a power of two commutes with float rounding in the normal range, so
+    for ordinary inputs the normalised rows are bit for bit those of the unscaled algorithm.
+    """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.to(torch.float32)  # exact; their range needs no scaling, float32's rules apply
+    peak = x.abs().amax(dim=1, keepdim=True)
+    _, exponent = torch.frexp(peak)  # peak = m·2^e with m in [0.5, 1); e = 0 for a zero row
+    return times_power_of_two(x, exponent)
+
+
 def normalize_features(features: Any, metric: str = "cosine") -> Tensor:
     """Flatten, convert to float32 and L2-normalise the rows (centred first for Pearson).
 
     This is steps 1-2 of the official algorithm of paper 1 (Sec. 3.2, Eq. 3): after it, the
     cosine similarity of rows i and j is the dot product ``x_i · x_j``; for ``"pearson"`` each row
     is centred on its own mean first, which makes that dot product the Pearson correlation
-    (paper 1, appendix A, Fig. B11). Norms are clamped at :data:`NORM_EPS`.
+    (paper 1, appendix A, Fig. B11).
+
+    Scale invariance: rows are scaled by a power of two before the float32 conversion and the
+    norm (see :func:`_scale_rows`), so the result does not depend on the features' scale: tiny
+    rows (norm < 1e-8, which the official code's clamp would shrink) and huge ones (which would
+    overflow float32) are normalised exactly. For ordinary features the values are bit for bit
+    those of the official steps. An all-zero row stays zero; for Pearson a constant row (whose
+    correlation is undefined) becomes zero too, so it has similarity 0 with every row.
 
     Args:
-        features: (N, ...) tensor or array-like, any real dtype, on any device.
+        features: (N, ...) tensor or array-like, any real dtype, on any device (detached).
         metric: ``"cosine"`` or ``"pearson"``.
 
     Returns:
@@ -55,13 +89,17 @@ def normalize_features(features: Any, metric: str = "cosine") -> Tensor:
     """
     check_metric(metric)
     flat = check_features(features, min_samples=1)
-    x = flat.to(torch.float32)
+    if not flat.is_floating_point():
+        flat = flat.to(torch.float32)  # integers (int64 up to 9.2e18) fit float32's range
+    x = _scale_rows(flat)
+    if x.dtype != torch.float32:
+        x = x.to(torch.float32)
     if metric == "pearson":
+        constant = x.amax(dim=1) == x.amin(dim=1)
         x = x - x.mean(dim=1, keepdim=True)
+        x[constant] = 0.0  # rounding of the mean would otherwise leave a tiny arbitrary residue
     norms = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(NORM_EPS)
-    if x is flat or x.data_ptr() == flat.data_ptr():
-        return x / norms  # the caller's memory: divide into a new tensor
-    return x.div_(norms)  # our own copy: no second large allocation
+    return x.div_(norms)  # x is always our own copy here
 
 
 def default_block_size(n: int, device: torch.device | str = "cpu") -> int:
@@ -134,19 +172,60 @@ def strip_buffer_size(bounds: list[int]) -> int:
     return max((i1 - i0) * (n - i0) for i0, i1 in itertools.pairwise(bounds))
 
 
+SUB_BLOCK = 256
+"""Rows of the triangular sub-strips of a strip's diagonal block (see :func:`compute_strip`). Every
+matmul tile keeps >= 256 rows and columns where the strip has them: BLAS libraries switch to
+small-matrix kernels (which round differently) below ~200 columns, so tiles this large give the
+values of one big product."""
+
+
+def sub_strip_bounds(rows: int) -> list[int]:
+    """Boundaries of near-equal sub-strips of >= :data:`SUB_BLOCK` rows (one below 2·SUB_BLOCK)."""
+    pieces = max(1, rows // SUB_BLOCK)
+    return [(i * rows) // pieces for i in range(pieces + 1)]
+
+
+def compute_strip(x: Tensor, i0: int, i1: int, out: Tensor, *, mirror: bool) -> None:
+    """Write the strip S = x[i0:i1] @ x[i0:]ᵀ into ``out`` (R, N − i0), R = i1 − i0.
+
+    The off-diagonal columns (later rows) take one matmul. The symmetric diagonal block S_II is
+    computed in triangular sub-strips (rows a:b against columns a:R) — only its upper triangle
+    plus the small diagonal sub-blocks, ~1/2 instead of all of its work — and with ``mirror`` its
+    lower part is copied from the upper (one pass over R²/2 entries); without, the entries
+    strictly below the diagonal sub-blocks are left unset (callers that read only pairs i < j).
+    The similarity's symmetry makes the copy exact: a dot product's terms are the same both ways.
+
+    Args:
+        x: (N, D) row-normalised features (float32, or a screen's bf16/fp16 copy).
+        i0: First row of the strip.
+        i1: End row of the strip.
+        out: Contiguous (R, N − i0) output of x's dtype.
+        mirror: Also fill the lower part of the diagonal block.
+    """
+    n, rows = x.shape[0], i1 - i0
+    if i1 < n:
+        torch.mm(x[i0:i1], x[i1:].T, out=out[:, rows:])
+    cuts = sub_strip_bounds(rows)
+    for a, b in itertools.pairwise(cuts):
+        torch.mm(x[i0 + a : i0 + b], x[i0 + a : i1].T, out=out[a:b, a:rows])
+        if mirror and b < rows:
+            out[b:rows, a:b].copy_(out[a:b, b:rows].T)
+
+
 def iter_similarity_strips(x: Tensor, block_size: int) -> Iterator[tuple[int, int, Tensor]]:
     """Yield ``(i0, i1, S)`` with S = x[i0:i1] @ x[i0:]ᵀ: the upper-triangular part by strips.
 
     Column c of S is sample i0 + c, so S[:, :i1-i0] is the diagonal block and S[:, i1-i0:] holds
-    every later sample: each unordered pair (i < j) appears once, in the strip of i. The strip
-    buffer is reused (a yielded S is overwritten by the next one).
+    every later sample: each unordered pair (i < j) appears once, in the strip of i. Only the
+    diagonal block's upper part is computed (:func:`compute_strip`): entries below its diagonal
+    are undefined. The strip buffer is reused (a yielded S is overwritten by the next one).
 
     Args:
         x: Row-normalised features (N, D) (see :func:`normalize_features`), or their bf16 copy.
         block_size: Rows per strip (at most; strips are near-equal).
 
     Yields:
-        ``i0, i1`` and the contiguous (i1 - i0, N - i0) strip (diagonal included, as computed).
+        ``i0, i1`` and the contiguous (i1 - i0, N - i0) strip (its diagonal included).
     """
     n = x.shape[0]
     bounds = block_bounds(n, block_size)
@@ -154,7 +233,7 @@ def iter_similarity_strips(x: Tensor, block_size: int) -> Iterator[tuple[int, in
     for i0, i1 in itertools.pairwise(bounds):
         s = buf[: (i1 - i0) * (n - i0)].view(i1 - i0, n - i0)
         with strict_matmul_precision():
-            torch.mm(x[i0:i1], x[i0:].T, out=s)
+            compute_strip(x, i0, i1, s, mirror=False)
         yield i0, i1, s
 
 
@@ -209,9 +288,11 @@ def similarity_histogram(
     Paper 2 divides [0, 1] into 10 equal bins and counts the similarities of all pairs of the
     10,000 CIFAR-10 test images per layer (its Figs. 2-5). Pairs are counted once (i < j, the
     diagonal excluded); values outside ``range`` are counted in ``underflow``/``overflow``, never
-    dropped, so ``counts.sum() + underflow + overflow == N(N-1)/2``. Bin membership is decided by
-    exact comparisons of the float32 similarities with the float64 edges, which makes the counts
-    equal ``numpy.histogram`` of the same values.
+    dropped, so ``counts.sum() + underflow + overflow == N(N-1)/2``. Similarities are clamped to
+    [-1, 1] first (float32 rounding puts the similarity of two equal rows an ulp above 1, which
+    would otherwise land in the overflow). Bin membership is decided by exact comparisons of the
+    float32 similarities with the float64 edges, which makes the counts equal
+    ``numpy.histogram`` of the same (clamped) values.
 
     Args:
         features: (N, ...) features, N >= 2.
@@ -248,6 +329,9 @@ def similarity_histogram(
     total = torch.zeros(bins + 3, dtype=torch.int64, device=x.device)
     for i0, i1, s in iter_similarity_strips(x, bsize):
         rows = i1 - i0
+        # A similarity is at most 1; float32 rounding can exceed it by an ulp (two equal rows):
+        # such a pair belongs in the bin of 1, not in the overflow.
+        s.clamp_(-1.0, 1.0)
         idx = torch.bucketize(s, boundaries, right=True)
         lower = torch.ones(rows, rows, dtype=torch.bool, device=x.device).tril_()
         idx[:, :rows].masked_fill_(lower, bins + 2)
