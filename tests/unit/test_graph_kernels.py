@@ -36,7 +36,7 @@ def fresh_cache():
 def timings(monkeypatch):
     """Inject matmul timings (seconds per multiply-add by dtype); returns the log of timed dtypes.
 
-    Also lets small test problems afford a probe (PROBE_SHARE = 1).
+    Also lets small test problems afford a probe (PROBE_SHARE = 1, no smallest call).
     """
     log: list[torch.dtype] = []
     table: dict[torch.dtype, float] = {}
@@ -47,6 +47,7 @@ def timings(monkeypatch):
 
     monkeypatch.setattr(kernels, "_time_matmul", fake_time)
     monkeypatch.setattr(kernels, "PROBE_SHARE", 1.0)
+    monkeypatch.setattr(kernels, "MIN_PROBE_CALL", 0)
     monkeypatch.delenv(kernels.KERNEL_ENV, raising=False)
 
     def set_table(new: dict[torch.dtype, float]) -> list[torch.dtype]:
@@ -120,8 +121,12 @@ def test_small_calls_use_float32_without_a_probe(monkeypatch):
 
     monkeypatch.setattr(kernels, "_time_matmul", never)
     monkeypatch.delenv(kernels.KERNEL_ENV, raising=False)
+    for n, dim in ((2000, 512), (2000, 8192), (10000, 512)):
+        call = n * n * dim / 2
+        assert call < kernels.MIN_PROBE_CALL and kernels.probe_dim(n, dim) is None
     choice = choose_kernel(normalize_features(structured(2000, 512, 6)[0]), 3)
     assert choice.dtype is None and "too small" in choice.reason
+    assert kernels.probe_dim(10000, 8192) == 4096
 
 
 def test_the_probe_is_a_small_share_of_the_call(monkeypatch):
@@ -135,6 +140,7 @@ def test_the_probe_is_a_small_share_of_the_call(monkeypatch):
         return real(a, b, runs, stop_above)
 
     monkeypatch.setattr(kernels, "_time_matmul", counting)
+    monkeypatch.setattr(kernels, "MIN_PROBE_CALL", 0)  # the accounting, on a small call
     monkeypatch.delenv(kernels.KERNEL_ENV, raising=False)
     n, dim = 4200, 512
     x = normalize_features(torch.randn(n, dim, generator=torch.Generator().manual_seed(7)))

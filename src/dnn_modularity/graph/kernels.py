@@ -11,8 +11,9 @@ the selected neighbours are exact (see :func:`~dnn_modularity.graph.knn.knn_keys
 speed differs.
 
 The micro-benchmark costs at most ~1 % of the call it decides for: it is sized to 1/4000 of the
-call's multiply-adds per run (three runs of float32, at most three of each candidate); calls too
-small for such a probe to be measurable use float32, which is what they would use anyway.
+call's multiply-adds per run (three runs of float32, at most three of each candidate), and only
+calls of at least :data:`MIN_PROBE_CALL` multiply-adds run it (a low-precision kernel's one-time
+compilation must fit the budget too); smaller calls use float32.
 
 Override with the ``kernel`` argument of the graph functions or the environment variable
 :data:`KERNEL_ENV` (the argument wins): ``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``.
@@ -47,6 +48,11 @@ PROBE_ROWS = 128
 
 MIN_PROBE_DIM = 64
 """Smallest inner dimension worth timing; a call that cannot afford it uses float32."""
+
+MIN_PROBE_CALL = 1.5e11
+"""Multiply-adds (N²·D/2) of the smallest call that probes: ~3 s of float32 work at 50 GMAC/s.
+The first low-precision matmul of a shape can compile a kernel (oneDNN's bf16: ~25-60 ms on a
+Xeon), a one-time cost that must stay under 1 % of the call; smaller calls use float32."""
 
 MAX_PROBE_DIM = 4096
 """Inner dimensions above this run at the same speed: they share one shape class."""
@@ -114,11 +120,12 @@ def probe_dim(n: int, dim: int) -> int | None:
     """Inner dimension of the micro-benchmark for an (N, D) call, or None if it cannot afford one.
 
     The largest power of two <= min(D, :data:`MAX_PROBE_DIM`) whose PROBE_ROWS² × it
-    multiply-adds fit :data:`PROBE_SHARE` of the call's N²·D/2.
+    multiply-adds fit :data:`PROBE_SHARE` of the call's N²·D/2; None below
+    :data:`MIN_PROBE_CALL`.
     """
-    budget = n * n * dim / 2 * PROBE_SHARE / PROBE_ROWS**2
-    limit = min(dim, MAX_PROBE_DIM, budget)
-    if limit < MIN_PROBE_DIM:
+    call = n * n * dim / 2
+    limit = min(dim, MAX_PROBE_DIM, call * PROBE_SHARE / PROBE_ROWS**2)
+    if limit < MIN_PROBE_DIM or call < MIN_PROBE_CALL:
         return None
     return 1 << (int(limit).bit_length() - 1)
 

@@ -188,11 +188,12 @@ def sub_strip_bounds(rows: int) -> list[int]:
 def compute_strip(x: Tensor, i0: int, i1: int, out: Tensor, *, mirror: bool) -> None:
     """Write the strip S = x[i0:i1] @ x[i0:]ᵀ into ``out`` (R, N − i0), R = i1 − i0.
 
-    The off-diagonal columns (later rows) take one matmul. The symmetric diagonal block S_II is
-    computed in triangular sub-strips (rows a:b against columns a:R) — only its upper triangle
-    plus the small diagonal sub-blocks, ~1/2 instead of all of its work — and with ``mirror`` its
-    lower part is copied from the upper (one pass over R²/2 entries); without, the entries
-    strictly below the diagonal sub-blocks are left unset (callers that read only pairs i < j).
+    The off-diagonal columns (later rows) take R-wide matmul tiles. The symmetric diagonal block
+    S_II is computed in triangular sub-strips (rows a:b against columns a:R) — only its upper
+    triangle plus the small diagonal sub-blocks, ~1/2 instead of all of its work — and with
+    ``mirror`` its lower part is copied from the upper (one pass over R²/2 entries); without,
+    the entries strictly below the diagonal sub-blocks are left unset (callers that read only
+    pairs i < j).
     The similarity's symmetry makes the copy exact: a dot product's terms are the same both ways.
 
     Args:
@@ -203,8 +204,14 @@ def compute_strip(x: Tensor, i0: int, i1: int, out: Tensor, *, mirror: bool) -> 
         mirror: Also fill the lower part of the diagonal block.
     """
     n, rows = x.shape[0], i1 - i0
-    if i1 < n:
-        torch.mm(x[i0:i1], x[i1:].T, out=out[:, rows:])
+    # Off-diagonal columns in chunks of the strip's height (the last one takes the remainder):
+    # every strip then has the same few tile shapes, and libraries that compile a kernel per
+    # matmul shape (oneDNN's bf16 kernels: tens of ms each) compile a handful, not dozens.
+    chunks = max(1, (n - i1) // rows)
+    cuts = [i1 + c * rows for c in range(chunks)] + [n]
+    for c0, c1 in itertools.pairwise(cuts):
+        if c1 > c0:
+            torch.mm(x[i0:i1], x[c0:c1].T, out=out[:, c0 - i0 : c1 - i0])
     cuts = sub_strip_bounds(rows)
     for a, b in itertools.pairwise(cuts):
         torch.mm(x[i0 + a : i0 + b], x[i0 + a : i1].T, out=out[a:b, a:rows])
