@@ -17,7 +17,12 @@ import torch
 
 from dnn_modularity.graph import Graph, normalize_features
 from dnn_modularity.graph.screen import pair_similarities
-from dnn_modularity.graph.similarity import block_bounds, compute_strip, resolve_block_size
+from dnn_modularity.graph.similarity import (
+    block_bounds,
+    compute_strip,
+    dense_applies,
+    resolve_block_size,
+)
 
 
 def official_adjacency(sim: np.ndarray, k: int) -> np.ndarray:
@@ -53,6 +58,8 @@ def strip_sim(features: torch.Tensor, metric: str, block_size: int | None = None
     """The float32 similarities the engine's float32 path uses: its strips, as a dense matrix."""
     x = normalize_features(features, metric)
     n = x.shape[0]
+    if dense_applies(n, x.shape[1]):  # small problems: one dense product
+        return (x @ x.T).numpy()
     dense = torch.empty(n, n)
     for i0, i1 in itertools.pairwise(block_bounds(n, resolve_block_size(block_size, n, "cpu"))):
         strip = torch.empty(i1 - i0, n - i0)

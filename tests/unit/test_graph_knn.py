@@ -25,10 +25,18 @@ from graph_reference import (
     strip_sim,
 )
 
-from dnn_modularity.graph import Graph, knn_graph, knn_modularity, normalize_features
+from dnn_modularity.graph import Graph, knn_graph, knn_modularity, normalize_features, similarity
 from dnn_modularity.graph.keys import decode_keys, sort_keys
 from dnn_modularity.graph.knn import _StripSweep, graph_from_knn_keys, knn_keys, top_edges_graph
 from dnn_modularity.graph.screen import pair_similarities
+
+
+@pytest.fixture(params=["dense", "strips"])
+def engine_path(request, monkeypatch) -> str:
+    """Run a test on both float32 routes: one dense product (small problems) and the strips."""
+    if request.param == "strips":
+        monkeypatch.setattr(similarity, "DENSE_MAX_WORK", -1)
+    return request.param
 
 
 def tie_heavy(kind: str, n: int, seed: int) -> torch.Tensor:
@@ -58,7 +66,7 @@ def random_labels(n: int, seed: int, num_classes: int = 4) -> torch.Tensor:
 @pytest.mark.parametrize("metric", ["cosine", "pearson"])
 @pytest.mark.parametrize("kind", ["integer", "duplicates", "zeros", "binary"])
 @pytest.mark.parametrize(("n", "k"), [(12, 1), (40, 3), (97, 10), (150, 75)])
-def test_tie_heavy_inputs_equal_the_official_algorithm(kind, metric, n, k):
+def test_tie_heavy_inputs_equal_the_official_algorithm(kind, metric, n, k, engine_path):
     feats = tie_heavy(kind, n, seed=n + k)
     labels = random_labels(n, seed=n)
     for block_size in (None, 32, 48):
@@ -94,7 +102,9 @@ def test_screened_path_is_exact_on_tie_heavy_inputs(kind, metric, monkeypatch):
         (512, 300, 2, "pearson", "float16"),
     ],
 )
-def test_random_features_equal_the_official_algorithm(n, dim, k, metric, kernel, monkeypatch):
+def test_random_features_equal_the_official_algorithm(
+    n, dim, k, metric, kernel, monkeypatch, engine_path
+):
     # Exact: the official algorithm fed the very similarities the path computes gives the same
     # graph, edge for edge and weight for weight. Across paths (the float32 strips' matmul vs the
     # screen's per-pair dot products, which may round the last bit differently): the same edges,
@@ -141,7 +151,7 @@ def test_strip_similarities_are_float32_accurate():
     assert np.array_equal(got, got.T)
 
 
-def test_mutual_pairs_keep_s_and_one_way_pairs_get_half():
+def test_mutual_pairs_keep_s_and_one_way_pairs_get_half(engine_path):
     # 1-D cosine on 2-D points at angles: nearest neighbours are unambiguous.
     angles = torch.tensor([0.0, 0.1, 0.25, 1.5, 1.52, 3.0])
     feats = torch.stack([angles.cos(), angles.sin()], dim=1)
@@ -157,7 +167,7 @@ def test_mutual_pairs_keep_s_and_one_way_pairs_get_half():
     assert graph.weight.dtype == torch.float64
 
 
-def test_row_with_no_positive_similarity_keeps_itself_and_loses_the_edge():
+def test_row_with_no_positive_similarity_keeps_itself_and_loses_the_edge(engine_path):
     # Node 2 is orthogonal to everybody and node 3 opposite to node 0: with k=1 node 2's best
     # column is itself (similarity 0 on the zeroed diagonal, index order) -> no edge from it.
     feats = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]])
@@ -176,7 +186,7 @@ def test_all_zero_features_give_an_empty_graph_and_a_clear_modularity_error():
 
 
 @pytest.mark.parametrize("metric", ["cosine", "pearson"])
-def test_block_size_does_not_change_the_graph(metric):
+def test_block_size_does_not_change_the_graph(metric, engine_path):
     gen = torch.Generator().manual_seed(3)
     feats = torch.randn(777, 40, generator=gen)
     reference = edge_dict(knn_graph(feats, k=4, metric=metric, block_size=777))
@@ -184,7 +194,7 @@ def test_block_size_does_not_change_the_graph(metric):
         assert edge_dict(knn_graph(feats, k=4, metric=metric, block_size=block_size)) == reference
 
 
-def test_features_of_any_shape_and_dtype():
+def test_features_of_any_shape_and_dtype(engine_path):
     gen = torch.Generator().manual_seed(0)
     feats = torch.randn(60, 3, 4, 5, generator=gen, dtype=torch.float64)
     flat = feats.reshape(60, -1).float()
@@ -194,7 +204,7 @@ def test_features_of_any_shape_and_dtype():
     assert edge_dict(knn_graph(ints, k=2)) == edge_dict(knn_graph(ints.float(), k=2))
 
 
-def test_large_k_up_to_n_minus_one():
+def test_large_k_up_to_n_minus_one(engine_path):
     gen = torch.Generator().manual_seed(1)
     feats = torch.randn(40, 5, generator=gen)
     labels = torch.arange(40) % 3
@@ -306,7 +316,7 @@ def test_screening_falls_back_to_float32_when_bf16_cannot_separate(strip_sweeps)
     assert torch.equal(screened, knn_keys(x, 3, 128, kernel="float32"))
 
 
-def test_reduced_matmul_precision_setting_is_overridden_and_restored(monkeypatch):
+def test_reduced_matmul_precision_setting_is_overridden_and_restored(monkeypatch, engine_path):
     monkeypatch.setattr(_StripSweep, "MAX_SCREENED_FRACTION", float("inf"))
     # Lightning scripts often call torch.set_float32_matmul_precision("medium"), which makes
     # float32 matmuls use bf16 on CPUs (TF32 on GPUs): the graph must not change.

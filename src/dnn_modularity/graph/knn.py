@@ -34,6 +34,7 @@ from dnn_modularity.graph.screen import (
 from dnn_modularity.graph.similarity import (
     block_bounds,
     compute_strip,
+    dense_applies,
     iter_similarity_strips,
     normalize_features,
     resolve_block_size,
@@ -431,6 +432,9 @@ def knn_keys(
     if screen is not None:
         kernel = "bfloat16" if screen else "float32"
     choice = choose_kernel(x, k, kernel)
+    if choice.dtype is None and dense_applies(n, x.shape[1]):
+        log.debug("kernel float32 (%s), dense", choice.reason)
+        return _dense_knn_keys(x, k)
     sweep = _StripSweep(x, k, block_size, choice.dtype)
     with strict_matmul_precision():
         for i0, i1 in itertools.pairwise(sweep.bounds):
@@ -442,6 +446,16 @@ def knn_keys(
     else:
         log.debug("kernel %s (%s)", choice.name, choice.reason)
     return sweep.state.keys
+
+
+def _dense_knn_keys(x: Tensor, k: int) -> Tensor:
+    """The k-NN keys of a small problem from one dense float32 product (see ``dense_applies``)."""
+    n = x.shape[0]
+    with strict_matmul_precision():
+        sim = x @ x.T
+    sim.fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
+    keys = sort_keys(sim, torch.arange(n, device=x.device))
+    return keys.topk(k, dim=1).values
 
 
 def graph_from_knn_keys(keys: Tensor) -> Graph:

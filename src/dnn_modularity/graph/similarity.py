@@ -57,9 +57,20 @@ def _scale_rows(x: Tensor) -> Tensor:
     """
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.to(torch.float32)  # exact; their range needs no scaling, float32's rules apply
-    peak = x.abs().amax(dim=1, keepdim=True)
+    peak = torch.maximum(x.amax(dim=1, keepdim=True), -x.amin(dim=1, keepdim=True))
     _, exponent = torch.frexp(peak)  # peak = m·2^e with m in [0.5, 1); e = 0 for a zero row
+    lo, hi = _SAFE_EXPONENTS
+    if x.dtype == torch.float32 and bool(((exponent >= lo) & (exponent <= hi)).all()):
+        # Moderate rows: their squares and norms stay far inside float32's range and above the
+        # clamp, and scaling would change no bit of the result (it commutes with the rounding).
+        return x.clone()
     return times_power_of_two(x, exponent)
+
+
+_SAFE_EXPONENTS = (-20, 40)
+"""Rows of float32 features whose largest magnitude is in [2^-21, 2^40) need no scaling: their
+norms are far above the 1e-8 clamp and cannot overflow, and the squares of their significant
+components stay normal (a zero row has exponent 0)."""
 
 
 def normalize_features(features: Any, metric: str = "cosine") -> Tensor:
@@ -170,6 +181,19 @@ def strip_buffer_size(bounds: list[int]) -> int:
     """Entries of the largest strip (rows i0:i1 times columns i0:N) for these boundaries."""
     n = bounds[-1]
     return max((i1 - i0) * (n - i0) for i0, i1 in itertools.pairwise(bounds))
+
+
+DENSE_MAX_WORK = 2.5e8
+"""N²·D at or below which the k-NN selection uses one dense N×N float32 product (N <= 1024): for
+small problems a few whole-matrix operations beat the strips' per-strip steps, and computing the
+full product instead of its triangle costs well under a millisecond more there."""
+
+DENSE_MAX_N = 1024
+
+
+def dense_applies(n: int, dim: int) -> bool:
+    """Whether the float32 k-NN path of (N, D) takes the dense route (:data:`DENSE_MAX_WORK`)."""
+    return n <= DENSE_MAX_N and n * n * dim <= DENSE_MAX_WORK
 
 
 SUB_BLOCK = 256
