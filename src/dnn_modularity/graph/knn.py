@@ -449,13 +449,23 @@ def knn_keys(
 
 
 def _dense_knn_keys(x: Tensor, k: int) -> Tensor:
-    """The k-NN keys of a small problem from one dense float32 product (see ``dense_applies``)."""
+    """The k-NN keys of a small problem from one dense float32 product (see ``dense_applies``).
+
+    A float ``topk`` picks each row's k largest values; only rows where more entries tie with
+    the k-th value (where ``topk``'s choice among equals is arbitrary) are re-selected by
+    :func:`sort_keys` order, which breaks the ties as ``heapq.nlargest`` does.
+    """
     n = x.shape[0]
     with strict_matmul_precision():
         sim = x @ x.T
     sim.fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
-    keys = sort_keys(sim, torch.arange(n, device=x.device))
-    return keys.topk(k, dim=1).values
+    values, cols = sim.topk(k, dim=1)
+    keys = sort_keys(values, cols)
+    tied = ((sim >= values[:, -1:]).sum(dim=1) > k).nonzero().flatten()
+    if tied.numel() > 0:
+        columns = torch.arange(n, device=x.device)
+        keys[tied] = sort_keys(sim[tied], columns).topk(k, dim=1).values
+    return keys.sort(dim=1, descending=True).values
 
 
 def graph_from_knn_keys(keys: Tensor) -> Graph:
