@@ -21,6 +21,7 @@ from dnn_modularity.graph.similarity import (
     block_bounds,
     compute_strip,
     dense_applies,
+    dense_similarity,
     resolve_block_size,
 )
 
@@ -58,8 +59,8 @@ def strip_sim(features: torch.Tensor, metric: str, block_size: int | None = None
     """The float32 similarities the engine's float32 path uses: its strips, as a dense matrix."""
     x = normalize_features(features, metric)
     n = x.shape[0]
-    if dense_applies(n, x.shape[1]):  # small problems: one dense product
-        return (x @ x.T).numpy()
+    if dense_applies(n, x.shape[1]):  # the dense route: one strip of all rows
+        return dense_similarity(x).numpy()
     dense = torch.empty(n, n)
     for i0, i1 in itertools.pairwise(block_bounds(n, resolve_block_size(block_size, n, "cpu"))):
         strip = torch.empty(i1 - i0, n - i0)

@@ -35,7 +35,7 @@ from dnn_modularity.graph.screen import pair_similarities
 def engine_path(request, monkeypatch) -> str:
     """Run a test on both float32 routes: one dense product (small problems) and the strips."""
     if request.param == "strips":
-        monkeypatch.setattr(similarity, "DENSE_MAX_WORK", -1)
+        monkeypatch.setattr(similarity, "DENSE_MAX_N", -1)
     return request.param
 
 
@@ -304,7 +304,8 @@ def test_screened_path_matches_float32_path_at_n_5000(strip_sweeps):
     np.testing.assert_allclose(v1.sort(1).values, v2.sort(1).values, rtol=0, atol=bound)
 
 
-def test_screening_falls_back_to_float32_when_bf16_cannot_separate(strip_sweeps):
+def test_screening_falls_back_to_float32_when_bf16_cannot_separate(strip_sweeps, monkeypatch):
+    monkeypatch.setattr(similarity, "DENSE_MAX_N", -1)  # compare with the float32 strips
     # High-dimensional noise: similarities spread ~1/sqrt(D), less than the bf16 error, so nearly
     # every entry is a screening candidate; the sweep must switch to float32 blocks and give
     # exactly the float32 result.

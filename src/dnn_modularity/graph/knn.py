@@ -35,6 +35,7 @@ from dnn_modularity.graph.similarity import (
     block_bounds,
     compute_strip,
     dense_applies,
+    dense_similarity,
     iter_similarity_strips,
     normalize_features,
     resolve_block_size,
@@ -456,8 +457,7 @@ def _dense_knn_keys(x: Tensor, k: int) -> Tensor:
     :func:`sort_keys` order, which breaks the ties as ``heapq.nlargest`` does.
     """
     n = x.shape[0]
-    with strict_matmul_precision():
-        sim = x @ x.T
+    sim = dense_similarity(x)
     sim.fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
     values, cols = sim.topk(k, dim=1)
     keys = sort_keys(values, cols)

@@ -57,13 +57,14 @@ def _scale_rows(x: Tensor) -> Tensor:
     """
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.to(torch.float32)  # exact; their range needs no scaling, float32's rules apply
-    peak = torch.maximum(x.amax(dim=1, keepdim=True), -x.amin(dim=1, keepdim=True))
+    low, high = torch.aminmax(x, dim=1, keepdim=True)
+    peak = torch.maximum(high, -low)
     _, exponent = torch.frexp(peak)  # peak = m·2^e with m in [0.5, 1); e = 0 for a zero row
     lo, hi = _SAFE_EXPONENTS
     if x.dtype == torch.float32 and bool(((exponent >= lo) & (exponent <= hi)).all()):
         # Moderate rows: their squares and norms stay far inside float32's range and above the
         # clamp, and scaling would change no bit of the result (it commutes with the rounding).
-        return x.clone()
+        return x
     return times_power_of_two(x, exponent)
 
 
@@ -106,11 +107,13 @@ def normalize_features(features: Any, metric: str = "cosine") -> Tensor:
     if x.dtype != torch.float32:
         x = x.to(torch.float32)
     if metric == "pearson":
-        constant = x.amax(dim=1) == x.amin(dim=1)
+        low, high = torch.aminmax(x, dim=1)
         x = x - x.mean(dim=1, keepdim=True)
-        x[constant] = 0.0  # rounding of the mean would otherwise leave a tiny arbitrary residue
+        x[low == high] = 0.0  # rounding of the mean would otherwise leave a tiny residue
     norms = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(NORM_EPS)
-    return x.div_(norms)  # x is always our own copy here
+    if x is flat or x.data_ptr() == flat.data_ptr():
+        return x / norms  # the caller's memory: divide into a new tensor
+    return x.div_(norms)  # our own copy: no second large allocation
 
 
 def default_block_size(n: int, device: torch.device | str = "cpu") -> int:
@@ -183,17 +186,26 @@ def strip_buffer_size(bounds: list[int]) -> int:
     return max((i1 - i0) * (n - i0) for i0, i1 in itertools.pairwise(bounds))
 
 
-DENSE_MAX_WORK = 2.5e8
-"""N²·D at or below which the k-NN selection uses one dense N×N float32 product (N <= 1024): for
-small problems a few whole-matrix operations beat the strips' per-strip steps, and computing the
-full product instead of its triangle costs well under a millisecond more there."""
+DENSE_MAX_N = 2048
+"""Up to this N the k-NN selection works on the whole N×N float32 similarity matrix (16 MiB at
+most), computed by :func:`compute_strip` as one strip of thin triangular sub-strips
+(:data:`DENSE_SUB_BLOCK` rows): a few whole-matrix operations beat the strips' per-strip steps."""
 
-DENSE_MAX_N = 1024
+DENSE_SUB_BLOCK = 128
 
 
 def dense_applies(n: int, dim: int) -> bool:
-    """Whether the float32 k-NN path of (N, D) takes the dense route (:data:`DENSE_MAX_WORK`)."""
-    return n <= DENSE_MAX_N and n * n * dim <= DENSE_MAX_WORK
+    """Whether the float32 k-NN path of (N, D) takes the dense route (:data:`DENSE_MAX_N`)."""
+    return n <= DENSE_MAX_N
+
+
+def dense_similarity(x: Tensor) -> Tensor:
+    """The full (N, N) similarity of row-normalised ``x`` by the triangular strip kernel."""
+    n = x.shape[0]
+    out = torch.empty(n, n, dtype=x.dtype, device=x.device)
+    with strict_matmul_precision():
+        compute_strip(x, 0, n, out, mirror=True, sub_block=DENSE_SUB_BLOCK)
+    return out
 
 
 SUB_BLOCK = 256
@@ -203,13 +215,15 @@ small-matrix kernels (which round differently) below ~200 columns, so tiles this
 values of one big product."""
 
 
-def sub_strip_bounds(rows: int) -> list[int]:
-    """Boundaries of near-equal sub-strips of >= :data:`SUB_BLOCK` rows (one below 2·SUB_BLOCK)."""
-    pieces = max(1, rows // SUB_BLOCK)
+def sub_strip_bounds(rows: int, sub_block: int = SUB_BLOCK) -> list[int]:
+    """Boundaries of near-equal sub-strips of >= ``sub_block`` rows (one below 2·sub_block)."""
+    pieces = max(1, rows // sub_block)
     return [(i * rows) // pieces for i in range(pieces + 1)]
 
 
-def compute_strip(x: Tensor, i0: int, i1: int, out: Tensor, *, mirror: bool) -> None:
+def compute_strip(
+    x: Tensor, i0: int, i1: int, out: Tensor, *, mirror: bool, sub_block: int = SUB_BLOCK
+) -> None:
     """Write the strip S = x[i0:i1] @ x[i0:]ᵀ into ``out`` (R, N − i0), R = i1 − i0.
 
     The off-diagonal columns (later rows) take R-wide matmul tiles. The symmetric diagonal block
@@ -226,6 +240,8 @@ def compute_strip(x: Tensor, i0: int, i1: int, out: Tensor, *, mirror: bool) -> 
         i1: End row of the strip.
         out: Contiguous (R, N − i0) output of x's dtype.
         mirror: Also fill the lower part of the diagonal block.
+        sub_block: Rows of the diagonal block's sub-strips (at least; see
+            :func:`sub_strip_bounds`).
     """
     n, rows = x.shape[0], i1 - i0
     # Off-diagonal columns in chunks of the strip's height (the last one takes the remainder):
@@ -236,8 +252,7 @@ def compute_strip(x: Tensor, i0: int, i1: int, out: Tensor, *, mirror: bool) -> 
     for c0, c1 in itertools.pairwise(cuts):
         if c1 > c0:
             torch.mm(x[i0:i1], x[c0:c1].T, out=out[:, c0 - i0 : c1 - i0])
-    cuts = sub_strip_bounds(rows)
-    for a, b in itertools.pairwise(cuts):
+    for a, b in itertools.pairwise(sub_strip_bounds(rows, sub_block)):
         torch.mm(x[i0 + a : i0 + b], x[i0 + a : i1].T, out=out[a:b, a:rows])
         if mirror and b < rows:
             out[b:rows, a:b].copy_(out[a:b, b:rows].T)
