@@ -1,43 +1,59 @@
-"""Benchmark of the graph engine against paper 1's official algorithm and a bare matmul.
+"""Benchmark of the graph engine against its peers, matmul bounds and paper 1's official algorithm.
 
-For synthetic class-structured features (N samples, D dims, 10 classes) it measures, each in a
-fresh subprocess so that peak memory is the method's own:
+For synthetic class-structured features (N samples, D dims, 10 classes; k = 3, cosine) it times,
+each in a fresh subprocess (so that peak memory is the method's own), median of ``--repeats``:
 
-- ``ours``: :func:`dnn_modularity.graph.knn_modularity` (k = 3, cosine);
-- ``official``: paper 1's official algorithm re-implemented faithfully here — numpy float32
-  normalisation and dense N×N similarity, diagonal set to 0, ``heapq.nlargest`` per row into a
-  dense float64 adjacency, (A + Aᵀ)/2, ``networkx.from_numpy_array`` and
-  ``networkx.community.modularity``;
-- ``matmul``: one bare N×D @ D×N float32 ``torch.mm`` on the same device and threads.
+- ``ours``: :func:`dnn_modularity.graph.knn_modularity` as shipped (kernel ``auto``: the bf16
+  screen only where the micro-benchmark finds it fast), with the path it chose and what its
+  one-time probe cost;
+- ``fp32`` / ``bf16``: the same with the kernel forced to ``float32`` / ``bfloat16``;
+- ``faiss``: faiss-cpu ``IndexFlatIP`` exact k-NN (k + 1, self dropped) + (A + Aᵀ)/2 + igraph
+  modularity (``pip install -e .[bench]``; skipped when faiss is not installed);
+- ``sklearn``: scikit-learn ``NearestNeighbors(algorithm="brute", metric="cosine")`` + networkx;
+- ``numpy``: numpy's ``x @ x.T`` (OpenBLAS/MKL run it as a triangle-only syrk) — a bound;
+- ``torch``: one full N×D @ D×N float32 ``torch.mm`` — a bound;
+- ``official``: paper 1's official algorithm re-implemented faithfully here (numpy float32
+  normalisation and dense N×N similarity, diagonal 0, ``heapq.nlargest`` per row into a dense
+  float64 adjacency, (A + Aᵀ)/2, networkx). Above ``--skip-official-above`` multiply-adds (N²·D)
+  it is not run and its time is *estimated* as N² × (its CPU ns per pair beyond the matmul,
+  measured in this run, else 287 ns) plus the bare torch matmul's time, marked "estimated".
 
-Peak memory is the peak resident set size above the process's size after building the features
-(``/proc/self/clear_refs`` resets the peak), or ``torch.cuda.max_memory_allocated`` on CUDA. The
-official algorithm above ``--skip-official-above`` multiply-adds (N²·D) is not run; its time is
-then *estimated* as N² × (CPU ns per pair beyond the matmul, measured in this run's official runs,
-else 287 ns) plus the bare matmul's CPU time, and marked "estimated". Times are wall-clock seconds
-with the process's CPU seconds in brackets (on a shared machine the CPU time is the steadier one).
+Every peer's Q is compared with ours, and its edge set with ours (the same pairs, or how many
+differ). Peers and bounds above ``--skip-peers-above`` multiply-adds are not run. Peak memory is
+the peak resident set size above the process's size after building the features
+(``/proc/self/clear_refs`` resets the peak), or ``torch.cuda.max_memory_allocated`` on CUDA.
+
+``--bf16-slowdown F`` multiplies the bf16 timings that ``ours`` measures by F: it simulates, on a
+CPU with fast bf16 units, a CPU where bf16 matmuls are F times slower (as on AVX2 x86 without
+them), to show the choice and its cost there.
 
 Usage:
     python benchmarks/bench_engine.py --threads 1
-    python benchmarks/bench_engine.py --sizes 500x512,2000x512 --threads 1
+    python benchmarks/bench_engine.py --sizes 2000x512,10000x8192 --impls ours,fp32,faiss
+    python benchmarks/bench_engine.py --sizes 10000x512 --impls ours,fp32 --bf16-slowdown 8
     python benchmarks/bench_engine.py --big --threads 1     # N = 50,000, D = 2048, ours only
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import logging
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 DEFAULT_SIZES = [(n, d) for n in (500, 2000, 10000) for d in (512, 8192, 65536)]
+IMPLS = ("ours", "fp32", "bf16", "faiss", "sklearn", "numpy", "torch", "official")
 NUM_CLASSES = 10
 K = 3
 NS_PER_PAIR_FALLBACK = 287.0  # ENGINE-NOTES: the official heapq loop per (row, column) pair
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -48,6 +64,14 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
+def parse_impls(text: str) -> list[str]:
+    impls = [item.strip() for item in text.split(",") if item.strip()]
+    bad = [impl for impl in impls if impl not in IMPLS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown impls {bad}; valid: {', '.join(IMPLS)}")
+    return impls
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -56,13 +80,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_SIZES,
         help="comma-separated NxD list (default: N in 500,2000,10000 × D in 512,8192,65536)",
     )
+    parser.add_argument(
+        "--impls", type=parse_impls, default=list(IMPLS), help=f"subset of {','.join(IMPLS)}"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is shown")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument(
         "--skip-official-above",
         type=float,
         default=2e12,
         help="do not run the official algorithm above this many multiply-adds N²·D; estimate it",
+    )
+    parser.add_argument(
+        "--skip-peers-above",
+        type=float,
+        default=2e12,
+        help="do not run peers and bounds (not fp32) above this many multiply-adds N²·D",
+    )
+    parser.add_argument(
+        "--once-above",
+        type=float,
+        default=2e12,
+        help="time one run instead of --repeats above this many multiply-adds N²·D",
+    )
+    parser.add_argument(
+        "--bf16-slowdown",
+        type=float,
+        default=1.0,
+        help="simulate bf16 matmuls this many times slower in ours' speed probe",
     )
     parser.add_argument(
         "--big", action="store_true", help="only the N = 50,000, D = 2048 memory run (ours)"
@@ -109,7 +155,7 @@ def make_features(n: int, d: int, seed: int):
     return feats, labels
 
 
-def official_knn_modularity(features, labels, k: int) -> float:
+def official_knn_modularity(features, labels, k: int) -> tuple[float, list]:
     """Paper 1's official algorithm, step by step (numpy + heapq + networkx)."""
     import heapq
 
@@ -130,69 +176,213 @@ def official_knn_modularity(features, labels, k: int) -> float:
     graph = nx.from_numpy_array(adj)
     labels = np.asarray(labels)
     communities = [set(np.flatnonzero(labels == c).tolist()) for c in np.unique(labels)]
-    return float(nx.community.modularity(graph, communities))
+    edges = [(min(u, v), max(u, v)) for u, v in graph.edges()]
+    return float(nx.community.modularity(graph, communities)), edges
 
 
-def run_worker(impl: str, n: int, d: int, threads: int, device: str, seed: int) -> dict:
+def _symmetrize(n: int, rows, cols, sims):
+    """(A + Aᵀ)/2 of directed k-NN entries: unique pairs (lo, hi) and their weights (numpy)."""
+    import numpy as np
+
+    keep = (rows != cols) & (sims != 0)
+    rows, cols, sims = rows[keep], cols[keep], sims[keep].astype(np.float64)
+    lo, hi = np.minimum(rows, cols), np.maximum(rows, cols)
+    pairs, inverse = np.unique(lo.astype(np.int64) * n + hi, return_inverse=True)
+    weights = np.bincount(inverse.reshape(-1), weights=sims, minlength=pairs.size) / 2
+    return pairs // n, pairs % n, weights
+
+
+def _drop_self(idx, sims, k: int):
+    """Each row's k best other columns from k + 1 results that may include the row itself."""
+    import numpy as np
+
+    n = idx.shape[0]
+    is_self = idx == np.arange(n)[:, None]
+    # keep the first k non-self entries: push self to the end (stable), then cut
+    order = np.argsort(is_self, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(idx, order, 1), np.take_along_axis(sims, order, 1)
+
+
+def faiss_knn_modularity(features, labels, k: int) -> tuple[float, list]:
+    """faiss-cpu IndexFlatIP exact k-NN on normalised rows + (A + Aᵀ)/2 + igraph modularity."""
+    import faiss
+    import igraph
+    import numpy as np
+
+    x = np.ascontiguousarray(features, dtype=np.float32)
+    faiss.normalize_L2(x)
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    sims, idx = index.search(x, k + 1)
+    idx, sims = _drop_self(idx, sims, k)
+    n = x.shape[0]
+    src, dst, weight = _symmetrize(n, np.repeat(np.arange(n), k), idx.reshape(-1), sims.reshape(-1))
+    graph = igraph.Graph(n=n, edges=np.stack([src, dst], 1).tolist())
+    q = graph.modularity(np.asarray(labels).tolist(), weights=weight.tolist())
+    return float(q), list(zip(src.tolist(), dst.tolist(), strict=True))
+
+
+def sklearn_knn_modularity(features, labels, k: int) -> tuple[float, list]:
+    """scikit-learn brute-force cosine k-NN + (A + Aᵀ)/2 + networkx modularity."""
+    import networkx as nx
+    import numpy as np
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.asarray(features, dtype=np.float32)
+    nn = NearestNeighbors(n_neighbors=k + 1, algorithm="brute", metric="cosine").fit(x)
+    dist, idx = nn.kneighbors(x)
+    idx, sims = _drop_self(idx, 1.0 - dist, k)
+    n = x.shape[0]
+    src, dst, weight = _symmetrize(n, np.repeat(np.arange(n), k), idx.reshape(-1), sims.reshape(-1))
+    graph = nx.Graph()
+    graph.add_nodes_from(range(n))
+    graph.add_weighted_edges_from(zip(src.tolist(), dst.tolist(), weight.tolist(), strict=True))
+    labels = np.asarray(labels)
+    communities = [set(np.flatnonzero(labels == c).tolist()) for c in np.unique(labels)]
+    q = nx.community.modularity(graph, communities)
+    return float(q), list(zip(src.tolist(), dst.tolist(), strict=True))
+
+
+def _edge_digest(edges: list) -> tuple[str, int]:
+    pairs = sorted((int(a), int(b)) for a, b in edges)
+    return hashlib.sha1(json.dumps(pairs).encode()).hexdigest(), len(pairs)
+
+
+class _KernelLog(logging.Handler):
+    """Collects the engine's "kernel ..." debug lines (which path ran, and any fallback)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _slow_bf16(factor: float) -> None:
+    """Make ours' speed probe see bf16 matmuls ``factor`` times slower than they are."""
     import torch
 
-    torch.set_num_threads(threads)
-    from dnn_modularity.graph import knn_modularity
+    from dnn_modularity.graph import kernels
 
-    feats, labels = make_features(n, d, seed)
-    if impl == "official":
-        feats_np, labels_np = feats.numpy(), labels.numpy()
-        del feats
-    elif device != "cpu":
+    real = kernels._time_matmul
+
+    def slowed(a, b, runs, stop_above):
+        seconds = real(a, b, runs, stop_above)
+        return seconds * factor if a.dtype == torch.bfloat16 else seconds
+
+    kernels._time_matmul = slowed
+
+
+def _ours(impl: str, feats, labels) -> tuple[float, list]:
+    """knn_graph + modularity (= knn_modularity, keeping the edges to compare)."""
+    from dnn_modularity.graph import knn_graph, modularity
+
+    kernel = {"ours": None, "fp32": "float32", "bf16": "bfloat16"}[impl]
+    graph = knn_graph(feats, k=K, kernel=kernel)
+    q = modularity(graph, labels)
+    return q, list(zip(graph.src.tolist(), graph.dst.tolist(), strict=True))
+
+
+def run_worker(impl: str, n: int, d: int, args: argparse.Namespace) -> dict:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from dnn_modularity.graph import kernels, knn_modularity, normalize_features
+    from dnn_modularity.graph.knn import choose_kernel
+
+    if args.bf16_slowdown != 1.0:
+        _slow_bf16(args.bf16_slowdown)
+    feats, labels = make_features(n, d, args.seed)
+    device = args.device
+    cuda = device != "cpu"
+    feats_np, labels_np = feats.numpy(), labels.numpy()
+    if impl in ("ours", "fp32", "bf16", "torch") and cuda:
         feats, labels = feats.to(device), labels.to(device)
         torch.cuda.synchronize()
-    # warm the libraries up on a tiny problem (thread pools, MKL/oneDNN kernels, CUDA context)
-    tiny, tiny_labels = make_features(64, 64, seed + 1)
-    if impl == "official":
+    kernel = {"ours": None, "fp32": "float32", "bf16": "bfloat16"}.get(impl)
+    # warm the libraries up on a tiny problem (thread pools, BLAS/oneDNN kernels, CUDA context)
+    tiny, tiny_labels = make_features(64, 64, args.seed + 1)
+    if impl in ("ours", "fp32", "bf16"):
+        knn_modularity(tiny.to(device), tiny_labels.to(device), k=K, kernel=kernel or "float32")
+        kernels.clear_speed_cache()
+    if impl == "faiss":
+        import faiss
+
+        faiss.omp_set_num_threads(args.threads)
+        faiss_knn_modularity(tiny.numpy(), tiny_labels.numpy(), K)
+    elif impl == "sklearn":
+        sklearn_knn_modularity(tiny.numpy(), tiny_labels.numpy(), K)
+    elif impl == "official":
         official_knn_modularity(tiny.numpy(), tiny_labels.numpy(), K)
     else:
-        knn_modularity(tiny.to(device), tiny_labels.to(device), k=K)
         _ = tiny.to(device) @ tiny.to(device).T
-    cuda = device != "cpu"
+    extra: dict = {}
+    if impl == "ours":
+        # the one-time probe on its own (then forgotten, so the first timed call pays it again)
+        rows = normalize_features(feats)
+        start = time.perf_counter()
+        choice = choose_kernel(rows, K)
+        extra["probe_s"] = time.perf_counter() - start
+        del rows
+        extra["path"] = f"{choice.name} ({choice.reason})"
+        kernels.clear_speed_cache()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base_cuda = torch.cuda.memory_allocated()
     peak_reset = _reset_peak_rss()
     base_rss = _rss_kib("VmRSS")
-    value = None
-    repeats = 1 if impl == "official" or n * n * d > 2e11 else 3
-    best, best_cpu = float("inf"), float("inf")
-    for _ in range(repeats):
+    engine_log = _KernelLog()
+    logging.getLogger("dnn_modularity.graph.knn").addHandler(engine_log)
+    logging.getLogger("dnn_modularity.graph.knn").setLevel(logging.DEBUG)
+    value, edges = None, None
+    once = impl == "official" or n * n * d > args.once_above
+    times, cpus = [], []
+    for _ in range(1 if once else args.repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
-        if impl == "ours":
-            value = knn_modularity(feats, labels, k=K)
+        if impl in ("ours", "fp32", "bf16"):
+            value, edges = _ours(impl, feats, labels)
         elif impl == "official":
-            value = official_knn_modularity(feats_np, labels_np, K)
-        elif impl == "matmul":
+            value, edges = official_knn_modularity(feats_np, labels_np, K)
+        elif impl == "faiss":
+            value, edges = faiss_knn_modularity(feats_np, labels_np, K)
+        elif impl == "sklearn":
+            value, edges = sklearn_knn_modularity(feats_np, labels_np, K)
+        elif impl == "numpy":
+            out = feats_np @ feats_np.T
+            del out
+        elif impl == "torch":
             out = feats @ feats.T
             if cuda:
                 torch.cuda.synchronize()
             del out
         else:
-            raise ValueError(f"unknown impl {impl!r}; valid: ours, official, matmul")
+            raise ValueError(f"unknown impl {impl!r}; valid: {', '.join(IMPLS)}")
         if cuda:
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-        best_cpu = min(best_cpu, time.process_time() - start_cpu)
+        times.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - start_cpu)
     if cuda:
         peak_mib = (torch.cuda.max_memory_allocated() - base_cuda) / 2**20
     else:
         peak_mib = (_rss_kib("VmHWM") - base_rss) / 1024 if peak_reset else float("nan")
-    return {
+    result = {
         "impl": impl,
         "n": n,
         "d": d,
-        "time": best,
-        "cpu": best_cpu,
+        "time": statistics.median(times),
+        "times": times,
+        "cpu": statistics.median(cpus),
         "value": value,
         "peak_mib": peak_mib,
+        **extra,
     }
+    if edges is not None:
+        result["edges"], result["num_edges"] = _edge_digest(edges)
+    if engine_log.lines:
+        result["engine_log"] = sorted(set(engine_log.lines))
+    return result
 
 
 # --------------------------------------------------------------------------- driver side
@@ -201,6 +391,8 @@ def run_worker(impl: str, n: int, d: int, threads: int, device: str, seed: int) 
 def spawn(impl: str, n: int, d: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, str(n), str(d)]
     cmd += ["--threads", str(args.threads), "--device", args.device, "--seed", str(args.seed)]
+    cmd += ["--repeats", str(args.repeats), "--once-above", str(args.once_above)]
+    cmd += ["--bf16-slowdown", str(args.bf16_slowdown)]
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[var] = str(args.threads)
@@ -212,26 +404,61 @@ def spawn(impl: str, n: int, d: int, args: argparse.Namespace) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def header(args: argparse.Namespace) -> list[str]:
-    import torch
-
-    cpu = platform.processor() or "?"
+def cpu_description() -> tuple[str, list[str]]:
+    """CPU model name and which of :data:`CPU_FLAGS` it has (from /proc/cpuinfo)."""
+    model, flags = platform.processor() or "?", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
+            if (line.startswith("model name") and model in ("?", "")) or line.startswith(
+                "model name"
+            ):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
+    return model, [flag for flag in CPU_FLAGS if flag in flags]
+
+
+def _versions() -> str:
+    import numpy as np
+    import torch
+
+    parts = [f"torch {torch.__version__}", f"numpy {np.__version__}"]
+    try:
+        config = np.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        parts[-1] += f" ({blas.get('name', '?')} {blas.get('version', '')})".rstrip()
+    except Exception:
+        pass
+    for name in ("faiss", "sklearn", "igraph", "networkx"):
+        try:
+            module = __import__(name)
+            parts.append(f"{name} {module.__version__}")
+        except ImportError:
+            parts.append(f"{name} not installed")
+    return ", ".join(parts)
+
+
+def header(args: argparse.Namespace) -> list[str]:
+    model, flags = cpu_description()
     lines = [
         "# dnn-modularity engine benchmark",
-        f"# date {time.strftime('%Y-%m-%d %H:%M:%S')}, torch {torch.__version__}, "
-        f"python {platform.python_version()}",
-        f"# device {args.device}, threads {args.threads}, CPU {cpu} ({os.cpu_count()} cores), "
-        f"load average at start {os.getloadavg()[0]:.2f}",
+        f"# date {time.strftime('%Y-%m-%d %H:%M:%S')}, python {platform.python_version()}",
+        f"# {_versions()}",
+        f"# device {args.device}, threads {args.threads}, CPU {model} ({os.cpu_count()} cores), "
+        f"flags: {' '.join(flags) or 'none of ' + ' '.join(CPU_FLAGS)}",
+        f"# load average at start {os.getloadavg()[0]:.2f}; median of {args.repeats} runs "
+        f"(one above {args.once_above:.0e} multiply-adds)",
         f"# features: N samples × D dims, {NUM_CLASSES} classes, mean·0.3 + N(0, 1); k = {K}, "
         "cosine",
     ]
+    if args.bf16_slowdown != 1.0:
+        lines.append(
+            f"# SIMULATED: ours' speed probe sees bf16 matmuls {args.bf16_slowdown:g}x slower "
+            "than they are"
+        )
     if args.note:
         lines.append(f"# note: {args.note}")
     return lines
@@ -241,8 +468,118 @@ def fmt_time(t: float) -> str:
     return f"{t:.3f}" if t < 100 else f"{t:.1f}"
 
 
-def _pair(wall: float, cpu: float) -> str:
-    return f"{fmt_time(wall)} ({fmt_time(cpu)})"
+def _cell(result: dict | None) -> str:
+    if result is None:
+        return "not run"
+    if "error" in result:
+        return f"failed: {result['error']}"
+    return fmt_time(result["time"])
+
+
+def _ratio(a: dict | None, b: dict | None) -> str:
+    if not a or not b or "error" in a or "error" in b:
+        return "-"
+    return f"{a['time'] / b['time']:.2f}"
+
+
+def _agreement(ours: dict | None, peer: dict | None) -> str:
+    """|ΔQ| and edge-set agreement of a peer with ours."""
+    if not ours or not peer or "error" in ours or "error" in peer or peer.get("value") is None:
+        return "-"
+    dq = abs(peer["value"] - ours["value"])
+    same = "same edges" if peer["edges"] == ours["edges"] else "EDGES DIFFER"
+    return f"{dq:.1e}, {same}"
+
+
+def run_cells(args: argparse.Namespace) -> list[tuple[int, int, dict]]:
+    cells = []
+    for n, d in args.sizes:
+        work = n * n * d
+        results: dict[str, dict | None] = {}
+        for impl in args.impls:
+            if (impl == "official" and work > args.skip_official_above) or (
+                impl in ("faiss", "sklearn", "numpy", "torch", "bf16")
+                and (work > args.skip_peers_above)
+            ):
+                results[impl] = None
+            else:
+                results[impl] = spawn(impl, n, d, args)
+        cells.append((n, d, results))
+        print(f"# done N={n} D={d}", flush=True)
+    return cells
+
+
+def print_tables(cells: list[tuple[int, int, dict]], args: argparse.Namespace) -> None:
+    ns_per_pair = []
+    for n, _, r in cells:
+        off, mm = r.get("official"), r.get("torch")
+        if off and mm and "error" not in off and "error" not in mm:
+            ns_per_pair.append(max(0.0, off["cpu"] - mm["cpu"]) / (n * n) * 1e9)
+    per_pair = sum(ns_per_pair) / len(ns_per_pair) if ns_per_pair else NS_PER_PAIR_FALLBACK
+    # flop rate of the bare torch matmul in the largest cell where it ran (for estimates)
+    mm_rate = 0.0
+    for n, d, r in sorted(cells, key=lambda c: c[0] * c[0] * c[1]):
+        mm = r.get("torch")
+        if mm and "error" not in mm:
+            mm_rate = 2 * n * n * d / mm["cpu"]
+
+    print("\n## Times (wall seconds, median) and ratios")
+    print(
+        "| N | D | ours | path chosen (probe s) | ours fp32 | ours bf16 | faiss + igraph | "
+        "sklearn + networkx | numpy X·Xᵀ (syrk) | torch mm (full) | official | "
+        "ours / faiss | ours / sklearn | fp32 / numpy | bf16 / fp32 | official / ours |"
+    )
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, d, r in cells:
+        ours = r.get("ours")
+        path = "-"
+        if ours and "error" not in ours:
+            path = f"{ours['path']} ({ours['probe_s']:.4f})"
+            if any("from row" in line for line in ours.get("engine_log", [])):
+                path += "; fell back to float32"
+        off = r.get("official")
+        off_text, off_time = "not run", None
+        if off is not None:
+            off_text, off_time = _cell(off), off.get("time")
+        elif "official" in args.impls and mm_rate:
+            off_time = n * n * per_pair * 1e-9 + 2 * n * n * d / mm_rate
+            off_text = f"{fmt_time(off_time)} estimated"
+        official_ratio = "-"
+        if off_time is not None and ours and "error" not in ours:
+            official_ratio = f"{off_time / ours['time']:.1f}"
+        print(
+            f"| {n} | {d} | {_cell(ours)} | {path} | {_cell(r.get('fp32'))} | "
+            f"{_cell(r.get('bf16'))} | {_cell(r.get('faiss'))} | {_cell(r.get('sklearn'))} | "
+            f"{_cell(r.get('numpy'))} | {_cell(r.get('torch'))} | {off_text} | "
+            f"{_ratio(ours, r.get('faiss'))} | {_ratio(ours, r.get('sklearn'))} | "
+            f"{_ratio(r.get('fp32'), r.get('numpy'))} | {_ratio(r.get('bf16'), r.get('fp32'))} | "
+            f"{official_ratio} |"
+        )
+    print(
+        f"# official CPU ns per (row, column) pair beyond its matmul: {per_pair:.0f} "
+        f"({f'from {len(ns_per_pair)} runs' if ns_per_pair else 'fallback from ENGINE-NOTES'}); "
+        "estimated official time = N² × that + 2·N²·D / the torch matmul's measured flop rate"
+    )
+
+    print("\n## Same result: |Q − Q ours| and edge sets; Q; peak memory (MiB)")
+    print(
+        "| N | D | Q ours | fp32 | bf16 | faiss | sklearn | official | peak MiB ours | "
+        "peak MiB official |"
+    )
+    print("|---:|---:|---:|---|---|---|---|---|---:|---:|")
+    for n, d, r in cells:
+        ours = r.get("ours")
+        if not ours or "error" in ours:
+            print(f"| {n} | {d} | {_cell(ours)} | | | | | | | |")
+            continue
+        off = r.get("official")
+        mem_off = f"{off['peak_mib']:.0f}" if off and "error" not in off else "not run"
+        print(
+            f"| {n} | {d} | {ours['value']:.9f} | {_agreement(ours, r.get('fp32'))} | "
+            f"{_agreement(ours, r.get('bf16'))} | {_agreement(ours, r.get('faiss'))} | "
+            f"{_agreement(ours, r.get('sklearn'))} | {_agreement(ours, off)} | "
+            f"{ours['peak_mib']:.0f} | {mem_off} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -250,71 +587,26 @@ def main(argv: list[str] | None = None) -> int:
     _set_thread_env(args.threads)
     if args.worker:
         impl, n, d = args.worker[0], int(args.worker[1]), int(args.worker[2])
-        print(json.dumps(run_worker(impl, n, d, args.threads, args.device, args.seed)))
+        print(json.dumps(run_worker(impl, n, d, args)))
         return 0
     for line in header(args):
         print(line, flush=True)
     if args.big:
         ours = spawn("ours", 50_000, 2048, args)
         official_gib = (20 * 50_000**2 + 4 * 50_000 * 2048) / 2**30
-        print("| N | D | knn_modularity (s) | Q | peak memory (MiB) |")
-        print("|---:|---:|---:|---:|---:|")
+        print("| N | D | knn_modularity (s) | path chosen | Q | peak memory (MiB) |")
+        print("|---:|---:|---:|---|---:|---:|")
         if "error" in ours:
-            print(f"| 50000 | 2048 | failed: {ours['error']} | | |")
+            print(f"| 50000 | 2048 | failed: {ours['error']} | | | |")
             return 1
         print(
-            f"| 50000 | 2048 | {_pair(ours['time'], ours['cpu'])} | {ours['value']:.6f} | "
+            f"| 50000 | 2048 | {fmt_time(ours['time'])} | {ours['path']} | {ours['value']:.6f} | "
             f"{ours['peak_mib']:.0f} |"
         )
         print(f"# the official algorithm would need ~{official_gib:.0f} GiB for its dense arrays")
         return 0
-
-    rows = []
-    ns_per_pair: list[float] = []  # official CPU time beyond the matmul, per (row, column) pair
-    for n, d in args.sizes:
-        ours = spawn("ours", n, d, args)
-        matmul = spawn("matmul", n, d, args)
-        run_official = n * n * d <= args.skip_official_above
-        official = spawn("official", n, d, args) if run_official else None
-        if official is not None and "error" not in official and "error" not in matmul:
-            ns_per_pair.append(max(0.0, official["cpu"] - matmul["cpu"]) / (n * n) * 1e9)
-        rows.append((n, d, ours, official, matmul))
-        print(f"# done N={n} D={d}", flush=True)
-    per_pair = sum(ns_per_pair) / len(ns_per_pair) if ns_per_pair else NS_PER_PAIR_FALLBACK
-
-    print("# times: wall seconds (CPU seconds of the process); ratios: wall (CPU)")
-    print(
-        "| N | D | knn_modularity (s) | official (s) | Q ours | Q official | abs dQ | "
-        "bare matmul (s) | official / ours | ours / matmul | peak MiB ours | peak MiB official |"
-    )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for n, d, ours, official, matmul in rows:
-        if "error" in ours or "error" in matmul or (official and "error" in official):
-            errors = [r.get("error") for r in (ours, official, matmul) if r and "error" in r]
-            print(f"| {n} | {d} | failed: {errors} |")
-            continue
-        if official is not None:
-            off_wall, off_cpu, est = official["time"], official["cpu"], ""
-            q_off = f"{official['value']:.9f}"
-            dq = f"{abs(ours['value'] - official['value']):.1e}"
-            mem_off = f"{official['peak_mib']:.0f}"
-        else:
-            off_cpu = n * n * per_pair * 1e-9 + matmul["cpu"]
-            off_wall, est = off_cpu, " estimated"
-            q_off, dq, mem_off = "not run", "-", "not run"
-        print(
-            f"| {n} | {d} | {_pair(ours['time'], ours['cpu'])} | "
-            f"{_pair(off_wall, off_cpu)}{est} | {ours['value']:.9f} | {q_off} | {dq} | "
-            f"{_pair(matmul['time'], matmul['cpu'])} | "
-            f"{off_wall / ours['time']:.1f} ({off_cpu / ours['cpu']:.1f}){est} | "
-            f"{ours['time'] / matmul['time']:.2f} ({ours['cpu'] / matmul['cpu']:.2f}) | "
-            f"{ours['peak_mib']:.0f} | {mem_off} |"
-        )
-    source = f"from {len(ns_per_pair)} runs" if ns_per_pair else "fallback from ENGINE-NOTES"
-    print(
-        f"# official CPU ns per (row, column) pair beyond its matmul: {per_pair:.0f} ({source}); "
-        "estimated official time = N² × that + the bare matmul's CPU time"
-    )
+    cells = run_cells(args)
+    print_tables(cells, args)
     print(f"# load average at end {os.getloadavg()[0]:.2f}")
     return 0
 

@@ -62,3 +62,23 @@ def test_ten_thousand_samples_run():
     hist = similarity_histogram(feats, bins=10)
     assert hist.total == 10_000 * 9_999 // 2
     assert hist.underflow == 0  # ReLU features: similarities >= 0
+
+
+def test_pairs_with_cosine_one_land_in_the_last_bin_not_the_overflow():
+    # A row r whose float32 similarity with 2r (exact cosine 1) rounds above 1 must count in the
+    # last bin [0.9, 1.0], not in the overflow.
+    from dnn_modularity.graph.similarity import iter_similarity_strips
+
+    gen = torch.Generator().manual_seed(0)
+    others = torch.randn(6, 300, generator=gen).abs()  # positive: similarities in (0, 1)
+    for row in torch.randn(400, 300, generator=gen):
+        feats = torch.cat([row[None], 2 * row[None], others])
+        _, _, strip = next(iter_similarity_strips(normalize_features(feats), 8))
+        if strip[0, 1] > 1.0:
+            break
+    else:
+        raise AssertionError("no row's self-similarity rounds above 1: the precondition")
+    hist = similarity_histogram(feats, bins=10, range=(0.0, 1.0))
+    assert hist.overflow == 0
+    assert int(hist.counts[-1]) >= 1
+    assert hist.total == 28

@@ -2,8 +2,11 @@
 
 The reference below is the official algorithm step by step: dense similarity matrix, diagonal set
 to 0, ``heapq.nlargest`` per row into a dense float64 matrix, (A + Aᵀ)/2, ``networkx``. It is fed
-the same float32 similarities as the engine (one dense torch matmul of the same normalised rows):
-which BLAS rounds the last bit is not what these tests are about (ENGINE-NOTES).
+the same float32 similarities as the engine: the float32 path's strips assembled into a dense
+matrix (``strip_sim``), or the screened path's per-pair float32 dot products (``pairwise_sim``).
+How a BLAS library rounds the last bit differs between CPUs and matmul shapes, and is not what
+these tests are about (ENGINE-NOTES); that the similarities themselves are float32-accurate is
+checked separately against the derived rounding bound (``float32_dot_bound``).
 """
 
 from __future__ import annotations
@@ -11,58 +14,29 @@ from __future__ import annotations
 import heapq
 import itertools
 
-import networkx as nx
 import numpy as np
 import pytest
 import torch
+from graph_reference import (
+    edge_dict,
+    float32_dot_bound,
+    official_modularity,
+    pairwise_sim,
+    strip_sim,
+)
 
-from dnn_modularity.graph import Graph, knn_graph, knn_modularity, normalize_features
+from dnn_modularity.graph import Graph, knn_graph, knn_modularity, normalize_features, similarity
 from dnn_modularity.graph.keys import decode_keys, sort_keys
 from dnn_modularity.graph.knn import _StripSweep, graph_from_knn_keys, knn_keys, top_edges_graph
 from dnn_modularity.graph.screen import pair_similarities
 
 
-def official_adjacency(sim: np.ndarray, k: int) -> np.ndarray:
-    sim = np.array(sim, dtype=np.float32, copy=True)
-    n = sim.shape[0]
-    np.fill_diagonal(sim, 0)
-    adj = np.zeros((n, n))
-    for i in range(n):
-        row = sim[i]
-        idx = heapq.nlargest(k, range(n), row.take)
-        adj[i, idx] = row[idx]
-    return (adj + adj.T) / 2
-
-
-def official_modularity(sim: np.ndarray, labels: np.ndarray, k: int) -> tuple[float, dict]:
-    graph = nx.from_numpy_array(official_adjacency(sim, k))
-    communities = [set(np.flatnonzero(labels == c).tolist()) for c in np.unique(labels)]
-    edges = {(min(u, v), max(u, v)): d["weight"] for u, v, d in graph.edges(data=True)}
-    return nx.community.modularity(graph, communities), edges
-
-
-def edge_dict(graph: Graph) -> dict:
-    return dict(
-        zip(
-            zip(graph.src.tolist(), graph.dst.tolist(), strict=True),
-            graph.weight.tolist(),
-            strict=True,
-        )
-    )
-
-
-def gemm_sim(features: torch.Tensor, metric: str) -> np.ndarray:
-    x = normalize_features(features, metric)
-    return (x @ x.T).numpy()
-
-
-def pairwise_sim(features: torch.Tensor, metric: str) -> np.ndarray:
-    """float32 similarities by per-pair dot products (the screened path's recomputation)."""
-    x = normalize_features(features, metric)
-    n = x.shape[0]
-    rows = torch.arange(n).repeat_interleave(n)
-    cols = torch.arange(n).repeat(n)
-    return pair_similarities(x, x, rows, cols).view(n, n).numpy()
+@pytest.fixture(params=["dense", "strips"])
+def engine_path(request, monkeypatch) -> str:
+    """Run a test on both float32 routes: one dense product (small problems) and the strips."""
+    if request.param == "strips":
+        monkeypatch.setattr(similarity, "DENSE_MAX_N", -1)
+    return request.param
 
 
 def tie_heavy(kind: str, n: int, seed: int) -> torch.Tensor:
@@ -92,14 +66,15 @@ def random_labels(n: int, seed: int, num_classes: int = 4) -> torch.Tensor:
 @pytest.mark.parametrize("metric", ["cosine", "pearson"])
 @pytest.mark.parametrize("kind", ["integer", "duplicates", "zeros", "binary"])
 @pytest.mark.parametrize(("n", "k"), [(12, 1), (40, 3), (97, 10), (150, 75)])
-def test_tie_heavy_inputs_equal_the_official_algorithm(kind, metric, n, k):
+def test_tie_heavy_inputs_equal_the_official_algorithm(kind, metric, n, k, engine_path):
     feats = tie_heavy(kind, n, seed=n + k)
     labels = random_labels(n, seed=n)
-    q_ref, edges_ref = official_modularity(gemm_sim(feats, metric), labels.numpy(), k)
     for block_size in (None, 32, 48):
+        q_ref, edges_ref = official_modularity(strip_sim(feats, metric, block_size), labels, k)
         graph = knn_graph(feats, k=k, metric=metric, block_size=block_size)
         assert edge_dict(graph) == edges_ref
-    assert knn_modularity(feats, labels, k=k, metric=metric) == pytest.approx(q_ref, abs=1e-9)
+        q = knn_modularity(feats, labels, k=k, metric=metric, block_size=block_size)
+        assert q == pytest.approx(q_ref, abs=1e-9)
 
 
 @pytest.mark.parametrize("metric", ["cosine", "pearson"])
@@ -113,33 +88,44 @@ def test_screened_path_is_exact_on_tie_heavy_inputs(kind, metric, monkeypatch):
     _, edges_ref = official_modularity(pairwise_sim(feats, metric), random_labels(n, 1).numpy(), k)
     x = normalize_features(feats, metric)
     for block_size in (32, 64, 200):
-        graph = graph_from_knn_keys(knn_keys(x, k, block_size, screen=True))
+        graph = graph_from_knn_keys(knn_keys(x, k, block_size, kernel="bfloat16"))
         assert edge_dict(graph) == edges_ref
 
 
 @pytest.mark.parametrize(
-    ("n", "dim", "k", "metric", "screen"),
+    ("n", "dim", "k", "metric", "kernel"),
     [
-        (300, 64, 3, "cosine", False),
-        (257, 33, 7, "pearson", False),
-        (600, 128, 5, "cosine", True),
-        (512, 300, 2, "pearson", True),
+        (300, 64, 3, "cosine", "float32"),
+        (257, 33, 7, "pearson", "float32"),
+        (600, 128, 5, "cosine", "bfloat16"),
+        (512, 300, 2, "pearson", "bfloat16"),
+        (512, 300, 2, "pearson", "float16"),
     ],
 )
-def test_random_features_equal_the_official_algorithm(n, dim, k, metric, screen, monkeypatch):
+def test_random_features_equal_the_official_algorithm(
+    n, dim, k, metric, kernel, monkeypatch, engine_path
+):
+    # Exact: the official algorithm fed the very similarities the path computes gives the same
+    # graph, edge for edge and weight for weight. Across paths (the float32 strips' matmul vs the
+    # screen's per-pair dot products, which may round the last bit differently): the same edges,
+    # and weights within the derived float32 rounding bound.
     monkeypatch.setattr(_StripSweep, "MAX_SCREENED_FRACTION", float("inf"))
     gen = torch.Generator().manual_seed(n)
     labels = torch.randint(0, 5, (n,), generator=gen)
     feats = torch.randn(5, dim, generator=gen)[labels] + torch.randn(n, dim, generator=gen)
-    q_ref, edges_ref = official_modularity(gemm_sim(feats, metric), labels.numpy(), k)
     x = normalize_features(feats, metric)
-    graph = graph_from_knn_keys(knn_keys(x, k, 96, screen=screen))
-    assert edge_dict(graph).keys() == edges_ref.keys()
-    got = np.array([edge_dict(graph)[e] for e in edges_ref])
-    np.testing.assert_allclose(got, np.array(list(edges_ref.values())), rtol=0, atol=3e-7)
-    if not screen:
-        assert edge_dict(graph) == edges_ref
-        assert knn_modularity(feats, labels, k=k, metric=metric) == pytest.approx(q_ref, abs=1e-9)
+    graph = edge_dict(graph_from_knn_keys(knn_keys(x, k, 96, kernel=kernel)))
+    same_values = (
+        strip_sim(feats, metric, 96) if kernel == "float32" else pairwise_sim(feats, metric)
+    )
+    assert graph == official_modularity(same_values, labels.numpy(), k)[1]
+    q_ref, edges_ref = official_modularity(strip_sim(feats, metric), labels.numpy(), k)
+    assert graph.keys() == edges_ref.keys()
+    got = np.array([graph[e] for e in edges_ref])
+    bound = float32_dot_bound(dim)
+    np.testing.assert_allclose(got, np.array(list(edges_ref.values())), rtol=0, atol=bound)
+    q = knn_modularity(feats, labels, k=k, metric=metric, kernel=kernel)
+    assert q == pytest.approx(q_ref, abs=1e-9 if kernel == "float32" else 2 * bound)
 
 
 def test_official_reference_at_n_2000():
@@ -147,12 +133,25 @@ def test_official_reference_at_n_2000():
     gen = torch.Generator().manual_seed(2000)
     labels = torch.randint(0, 10, (n,), generator=gen)
     feats = torch.randn(10, 48, generator=gen)[labels] * 0.5 + torch.randn(n, 48, generator=gen)
-    q_ref, edges_ref = official_modularity(gemm_sim(feats, "cosine"), labels.numpy(), k)
+    q_ref, edges_ref = official_modularity(strip_sim(feats, "cosine", 512), labels.numpy(), k)
     assert edge_dict(knn_graph(feats, k=k, block_size=512)) == edges_ref
-    assert knn_modularity(feats, labels, k=k) == pytest.approx(q_ref, abs=1e-9)
+    assert knn_modularity(feats, labels, k=k, block_size=512) == pytest.approx(q_ref, abs=1e-9)
 
 
-def test_mutual_pairs_keep_s_and_one_way_pairs_get_half():
+def test_strip_similarities_are_float32_accurate():
+    # The strips (triangular sub-blocks, mirrored lower part) against float64 similarities, at a
+    # D where the strip kernel splits the diagonal blocks: within the derived rounding bound.
+    gen = torch.Generator().manual_seed(21)
+    dim = 2048
+    feats = torch.randn(1100, dim, generator=gen) + 0.3 * torch.randn(1, dim, generator=gen)
+    got = strip_sim(feats, "cosine", 1100)
+    x64 = torch.nn.functional.normalize(feats.double(), dim=1)
+    exact = (x64 @ x64.T).numpy()
+    assert np.abs(got - exact).max() <= float32_dot_bound(dim) / 2
+    assert np.array_equal(got, got.T)
+
+
+def test_mutual_pairs_keep_s_and_one_way_pairs_get_half(engine_path):
     # 1-D cosine on 2-D points at angles: nearest neighbours are unambiguous.
     angles = torch.tensor([0.0, 0.1, 0.25, 1.5, 1.52, 3.0])
     feats = torch.stack([angles.cos(), angles.sin()], dim=1)
@@ -168,14 +167,14 @@ def test_mutual_pairs_keep_s_and_one_way_pairs_get_half():
     assert graph.weight.dtype == torch.float64
 
 
-def test_row_with_no_positive_similarity_keeps_itself_and_loses_the_edge():
+def test_row_with_no_positive_similarity_keeps_itself_and_loses_the_edge(engine_path):
     # Node 2 is orthogonal to everybody and node 3 opposite to node 0: with k=1 node 2's best
     # column is itself (similarity 0 on the zeroed diagonal, index order) -> no edge from it.
     feats = torch.tensor([[1.0, 0.0, 0.0], [0.9, 0.1, 0.0], [0.0, 0.0, 1.0], [-1.0, 0.0, 0.0]])
     graph = knn_graph(feats, k=1)
     edges = edge_dict(graph)
     assert not any(2 in e for e in edges)
-    _, edges_ref = official_modularity(gemm_sim(feats, "cosine"), np.array([0, 0, 1, 1]), 1)
+    _, edges_ref = official_modularity(strip_sim(feats, "cosine"), np.array([0, 0, 1, 1]), 1)
     assert edges == edges_ref
 
 
@@ -187,7 +186,7 @@ def test_all_zero_features_give_an_empty_graph_and_a_clear_modularity_error():
 
 
 @pytest.mark.parametrize("metric", ["cosine", "pearson"])
-def test_block_size_does_not_change_the_graph(metric):
+def test_block_size_does_not_change_the_graph(metric, engine_path):
     gen = torch.Generator().manual_seed(3)
     feats = torch.randn(777, 40, generator=gen)
     reference = edge_dict(knn_graph(feats, k=4, metric=metric, block_size=777))
@@ -195,7 +194,7 @@ def test_block_size_does_not_change_the_graph(metric):
         assert edge_dict(knn_graph(feats, k=4, metric=metric, block_size=block_size)) == reference
 
 
-def test_features_of_any_shape_and_dtype():
+def test_features_of_any_shape_and_dtype(engine_path):
     gen = torch.Generator().manual_seed(0)
     feats = torch.randn(60, 3, 4, 5, generator=gen, dtype=torch.float64)
     flat = feats.reshape(60, -1).float()
@@ -205,12 +204,12 @@ def test_features_of_any_shape_and_dtype():
     assert edge_dict(knn_graph(ints, k=2)) == edge_dict(knn_graph(ints.float(), k=2))
 
 
-def test_large_k_up_to_n_minus_one():
+def test_large_k_up_to_n_minus_one(engine_path):
     gen = torch.Generator().manual_seed(1)
     feats = torch.randn(40, 5, generator=gen)
     labels = torch.arange(40) % 3
     for k in (20, 39):
-        q_ref, edges_ref = official_modularity(gemm_sim(feats, "cosine"), labels.numpy(), k)
+        q_ref, edges_ref = official_modularity(strip_sim(feats, "cosine"), labels.numpy(), k)
         assert edge_dict(knn_graph(feats, k=k)) == edges_ref
         assert knn_modularity(feats, labels, k=k) == pytest.approx(q_ref, abs=1e-9)
 
@@ -284,34 +283,41 @@ def strip_sweeps(monkeypatch) -> list[_StripSweep]:
     return sweeps
 
 
-def test_screened_default_path_matches_float32_path_at_n_5000(strip_sweeps):
-    # N >= 4096 and D >= 256 select the bf16 screen by default; compare with the float32 path.
+def test_screened_path_matches_float32_path_at_n_5000(strip_sweeps):
     gen = torch.Generator().manual_seed(5)
     labels = torch.randint(0, 10, (5000,), generator=gen)
     noise = torch.randn(5000, 256, generator=gen)
     feats = torch.randn(10, 256, generator=gen)[labels] * 0.4 + noise
     x = normalize_features(feats)
-    screened = knn_keys(x, 3, 1024)
+    screened = knn_keys(x, 3, 1024, kernel="bfloat16")
     assert strip_sweeps[0].xs is not None  # screened to the end
-    exact = knn_keys(x, 3, 1024, screen=False)
+    exact = knn_keys(x, 3, 1024, kernel="float32")
     v1, c1 = decode_keys(screened)
     v2, c2 = decode_keys(exact)
-    assert (c1.sort(1).values != c2.sort(1).values).any(1).sum() <= 1  # a last-bit near-tie at most
-    np.testing.assert_allclose(v1.sort(1).values, v2.sort(1).values, atol=3e-7)
+    # the screened values are the float32 dot products of the selected pairs, bit for bit
+    rows = torch.arange(5000).repeat_interleave(3)
+    assert torch.equal(v1.flatten(), pair_similarities(x, x, rows, c1.flatten()))
+    # the same neighbours as the float32 path (a last-bit near-tie at most), values within the
+    # derived bound between two float32 evaluations of a dot product
+    assert (c1.sort(1).values != c2.sort(1).values).any(1).sum() <= 1
+    bound = float32_dot_bound(256)
+    np.testing.assert_allclose(v1.sort(1).values, v2.sort(1).values, rtol=0, atol=bound)
 
 
-def test_screening_falls_back_to_float32_when_bf16_cannot_separate(strip_sweeps):
+def test_screening_falls_back_to_float32_when_bf16_cannot_separate(strip_sweeps, monkeypatch):
+    monkeypatch.setattr(similarity, "DENSE_MAX_N", -1)  # compare with the float32 strips
     # High-dimensional noise: similarities spread ~1/sqrt(D), less than the bf16 error, so nearly
     # every entry is a screening candidate; the sweep must switch to float32 blocks and give
     # exactly the float32 result.
     gen = torch.Generator().manual_seed(4)
     x = normalize_features(torch.randn(700, 8192, generator=gen))
-    screened = knn_keys(x, 3, 128, screen=True)
+    screened = knn_keys(x, 3, 128, kernel="bfloat16")
     assert strip_sweeps[0].xs is None  # screening was switched off
-    assert torch.equal(screened, knn_keys(x, 3, 128, screen=False))
+    assert strip_sweeps[0].fallback_row == 0
+    assert torch.equal(screened, knn_keys(x, 3, 128, kernel="float32"))
 
 
-def test_reduced_matmul_precision_setting_is_overridden_and_restored(monkeypatch):
+def test_reduced_matmul_precision_setting_is_overridden_and_restored(monkeypatch, engine_path):
     monkeypatch.setattr(_StripSweep, "MAX_SCREENED_FRACTION", float("inf"))
     # Lightning scripts often call torch.set_float32_matmul_precision("medium"), which makes
     # float32 matmuls use bf16 on CPUs (TF32 on GPUs): the graph must not change.
@@ -320,14 +326,14 @@ def test_reduced_matmul_precision_setting_is_overridden_and_restored(monkeypatch
     labels = torch.arange(400) % 4
     x = normalize_features(feats)
     expected = edge_dict(knn_graph(feats, k=3))
-    expected_screened = edge_dict(graph_from_knn_keys(knn_keys(x, 3, 128, screen=True)))
+    expected_screened = edge_dict(graph_from_knn_keys(knn_keys(x, 3, 128, kernel="bfloat16")))
     hist = similarity_histogram_counts(feats)
-    q_ref = official_modularity(gemm_sim(feats, "cosine"), labels.numpy(), 3)[0]
+    q_ref = official_modularity(strip_sim(feats, "cosine"), labels.numpy(), 3)[0]
     old = torch.get_float32_matmul_precision()
     try:
         torch.set_float32_matmul_precision("medium")
         assert edge_dict(knn_graph(feats, k=3)) == expected
-        screened = graph_from_knn_keys(knn_keys(x, 3, 128, screen=True))
+        screened = graph_from_knn_keys(knn_keys(x, 3, 128, kernel="bfloat16"))
         assert edge_dict(screened) == expected_screened
         assert similarity_histogram_counts(feats) == hist
         assert knn_modularity(feats, labels) == pytest.approx(q_ref, abs=1e-9)
@@ -375,13 +381,14 @@ def test_thin_strips_on_many_rows():
     assert thin.counts.tolist() == hist
 
 
-def test_screening_probe():
-    from dnn_modularity.graph.knn import _screening_pays
+def test_separation_probe():
+    from dnn_modularity.graph.knn import _screen_separates
 
     gen = torch.Generator().manual_seed(12)
     labels = torch.arange(2000) % 10
     structured = torch.randn(10, 256, generator=gen)[labels] + torch.randn(2000, 256, generator=gen)
-    assert _screening_pays(normalize_features(structured), 3)
+    for dtype in (torch.bfloat16, torch.float16):
+        assert _screen_separates(normalize_features(structured), 3, dtype)
     # similarities of high-dimensional noise spread ~1/sqrt(D), below the bf16 error
     noise = torch.randn(300, 65536, generator=gen)
-    assert not _screening_pays(normalize_features(noise), 3)
+    assert not _screen_separates(normalize_features(noise), 3, torch.bfloat16)

@@ -13,14 +13,22 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dnn_modularity.graph.similarity import times_power_of_two
 from dnn_modularity.graph.validation import check_features
 
 
 def _flat64(x: Any, what: str, min_samples: int) -> Tensor:
+    """Validated (N, D) float64 features, scaled by a power of two (exact).
+
+    The largest magnitude becomes [0.5, 1) (CKA is invariant to isotropic scaling), so Gram
+    matrices of features as large as 1e200 or as small as 1e-200 neither overflow nor underflow.
+    """
     try:
-        return check_features(x, min_samples=min_samples).to(torch.float64)
+        flat = check_features(x, min_samples=min_samples).to(torch.float64)
     except ValueError as err:
         raise ValueError(f"{what}: {err}") from err
+    _, exponent = torch.frexp(flat.abs().max())
+    return times_power_of_two(flat, exponent)
 
 
 def centered_gram(x: Tensor, debiased: bool = False) -> Tensor:

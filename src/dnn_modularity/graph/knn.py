@@ -16,16 +16,26 @@ official code breaks them, whatever the order in which candidates arrive.
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from dnn_modularity.graph.edges import Graph, symmetrize
+from dnn_modularity.graph.kernels import KernelChoice, choose_by_speed, resolve_kernel
 from dnn_modularity.graph.keys import INT64_MIN, MAX_INDEX, decode_keys, sort_keys
-from dnn_modularity.graph.screen import ScreenBound, pair_similarities, to_bf16
+from dnn_modularity.graph.screen import (
+    ScreenBound,
+    pair_similarities,
+    round_down,
+    to_low_precision,
+)
 from dnn_modularity.graph.similarity import (
     block_bounds,
+    compute_strip,
+    dense_applies,
+    dense_similarity,
     iter_similarity_strips,
     normalize_features,
     resolve_block_size,
@@ -39,7 +49,16 @@ from dnn_modularity.graph.validation import (
     check_num_edges,
 )
 
-__all__ = ["Graph", "graph_from_knn_keys", "knn_graph", "knn_keys", "top_edges_graph"]
+__all__ = [
+    "Graph",
+    "choose_kernel",
+    "graph_from_knn_keys",
+    "knn_graph",
+    "knn_keys",
+    "top_edges_graph",
+]
+
+log = logging.getLogger(__name__)
 
 
 def _group_layout(width: int, k: int) -> tuple[int, int, int]:
@@ -58,6 +77,26 @@ def _group_layout(width: int, k: int) -> tuple[int, int, int]:
     return group, n_groups, group * n_groups
 
 
+def _merge_top_k(table: Tensor, rows: Tensor, values: Tensor, empty: float | int) -> Tensor:
+    """Merge candidate ``values`` of (global) ``rows`` into ``table`` (N, k): keep the k largest.
+
+    Returns the rows that changed (sorted, unique); ``table[rows]`` is sorted descending.
+    """
+    k = table.shape[1]
+    rows, order = torch.sort(rows, stable=True)
+    values = values[order]
+    urows, inverse, counts = torch.unique_consecutive(rows, return_inverse=True, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(inverse.numel(), device=rows.device) - starts[inverse]
+    merged = torch.full(
+        (urows.numel(), k + int(counts.max())), empty, dtype=table.dtype, device=rows.device
+    )
+    merged[:, :k] = table[urows]
+    merged[inverse, k + slot] = values
+    table[urows] = merged.topk(k, dim=1).values  # sorted: column k-1 is the k-th largest
+    return urows
+
+
 class _KnnState:
     """Running exact top-k per row: int64 keys (N, k) and the k-th best value (N,) (-inf = <k)."""
 
@@ -70,36 +109,29 @@ class _KnnState:
         """Merge candidate ``keys`` of (global) ``rows``: keep each row's k largest keys."""
         if rows.numel() == 0:
             return
-        k = self.k
-        rows, order = torch.sort(rows, stable=True)
-        keys = keys[order]
-        urows, inverse, counts = torch.unique_consecutive(
-            rows, return_inverse=True, return_counts=True
-        )
-        starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(inverse.numel(), device=rows.device) - starts[inverse]
-        table = torch.full(
-            (urows.numel(), k + int(counts.max())),
-            INT64_MIN,
-            dtype=torch.int64,
-            device=rows.device,
-        )
-        table[:, :k] = self.keys[urows]
-        table[inverse, k + slot] = keys
-        best = table.topk(k, dim=1).values  # sorted: best[:, -1] is the k-th key
-        self.keys[urows] = best
-        kth_key = best[:, -1]
+        urows = _merge_top_k(self.keys, rows, keys, INT64_MIN)
+        kth_key = self.keys[urows, -1]
         kth_value = decode_keys(kth_key)[0]
         self.kth[urows] = torch.where(kth_key == INT64_MIN, float("-inf"), kth_value)
 
 
-def _round_down(limit: Tensor, dtype: torch.dtype) -> Tensor:
-    """float32 ``limit`` as ``dtype``, rounded down, so ``v >= result`` whenever ``v >= limit``."""
-    if dtype == torch.float32:
-        return limit
-    # one relative step of the 8-bit significand below, then round to nearest: never above
-    lowered = limit - limit.abs() * 2.0**-7 - 2.0**-120
-    return lowered.to(dtype)
+class _LowerBounds:
+    """Per row, the k largest lower bounds seen (N, k): the k-th bounds the final k-th from below.
+
+    k entries whose exact similarities are at least these bounds exist, so the row's final k-th
+    best exact similarity is at least the k-th of them (``kth``).
+    """
+
+    def __init__(self, n: int, k: int, device: torch.device) -> None:
+        self.table = torch.full((n, k), float("-inf"), dtype=torch.float32, device=device)
+        self.kth = torch.full((n,), float("-inf"), dtype=torch.float32, device=device)
+
+    def merge(self, rows: Tensor, lower: Tensor) -> None:
+        """Merge the lower bounds ``lower`` of entries of (global) ``rows``."""
+        if rows.numel() == 0:
+            return
+        urows = _merge_top_k(self.table, rows, lower, float("-inf"))
+        self.kth[urows] = self.table[urows, -1]
 
 
 def _kth_largest(values: Tensor, k: int, dim: int) -> Tensor:
@@ -133,7 +165,7 @@ def _strip_candidates(
     lower bound too (k distinct entries reach it), which makes the filter tight at once.
 
     Args:
-        s: Contiguous (R, W) strip (float32, or bf16 when screening).
+        s: Contiguous (R, W) strip (float32, or the screen's bf16/fp16).
         c_lo: First strip column of the view.
         lower: float32 lower bounds, one per view row (-inf where unknown).
         k: Neighbours per row.
@@ -157,7 +189,7 @@ def _strip_candidates(
     if first and n_groups >= k:
         # The k largest group maxima are k distinct entries: the k-th is a lower bound.
         lower = torch.maximum(lower, bound.lower(_kth_largest(gmax, k, 0 if transposed else 1)))
-    limit = _round_down(bound.limit(lower), s.dtype)  # compare in s's dtype: no promoted copies
+    limit = round_down(bound.limit(lower), s.dtype)  # compare in s's dtype: no promoted copies
     if transposed:
         grp, a = (gmax >= limit.unsqueeze(0)).nonzero().unbind(1)
     else:
@@ -179,16 +211,24 @@ def _strip_candidates(
 
 
 class _StripSweep:
-    """Runs the strip sweep of :func:`knn_keys` (bf16-screened or float32)."""
+    """Runs the strip sweep of :func:`knn_keys` (screened by a low-precision matmul, or float32).
+
+    Float32 strips merge their candidates' exact values into the running top-k at once. Screened
+    strips defer: their candidates (screened value, row, column) are kept while every row's k
+    largest *lower bounds* (:class:`_LowerBounds`) tighten, pruned against those bounds as they
+    rise, and only the survivors are recomputed in float32 at the end — entries within the
+    screen's error of a row's final k-th neighbour, instead of everything that was close to the
+    weak bounds of the first strips (4× fewer recomputations at N = 10⁴, D = 8192).
+    """
 
     # A screened strip is recomputed in float32 (and screening stopped) when more than this
     # fraction of its entries are candidates: the recomputations would then cost more than the
-    # bf16 matmul saves (similarities spread less than the bf16 error, e.g. very high D). On a
-    # CPU a recomputation costs ~2·D·4 bytes of memory traffic (~0.4·D ns) and the bf16 matmul
-    # saves ~0.011·D ns per entry: break-even near 3%.
+    # screen's matmul saves (similarities spread less than the screen's error, e.g. very high D).
+    # On a CPU a recomputation costs ~2·D·4 bytes of memory traffic (~0.4·D ns) and the bf16
+    # matmul saves ~0.011·D ns per entry: break-even near 3%.
     MAX_SCREENED_FRACTION = 1 / 32
 
-    def __init__(self, x: Tensor, k: int, block_size: int, screen: bool) -> None:
+    def __init__(self, x: Tensor, k: int, block_size: int, screen: torch.dtype | None) -> None:
         n, dim = x.shape
         self.x = x
         self.state = _KnnState(n, k, x.device)
@@ -196,9 +236,15 @@ class _StripSweep:
         self.exact_bound = ScreenBound(dim, None)
         self.xs: Tensor | None = None
         self.screen_bound = self.exact_bound
-        if screen:
-            self.xs, r_max = to_bf16(x)
-            self.screen_bound = ScreenBound(dim, r_max)
+        self.fallback_row: int | None = None  # first row of the first float32 strip, if any
+        self.lower = _LowerBounds(n, k, x.device)
+        # deferred screened candidates: directed (row, column) and screened value (float32)
+        self.deferred: list[tuple[Tensor, Tensor, Tensor]] = []
+        self.deferred_size = 0
+        self.pruned_size = 0
+        if screen is not None:
+            self.xs, r_max = to_low_precision(x, screen)
+            self.screen_bound = ScreenBound(dim, r_max, screen, x.device.type)
         self.buffers: dict[torch.dtype, Tensor] = {}
 
     def _strip(self, rows: Tensor, i0: int, i1: int) -> Tensor:
@@ -208,74 +254,149 @@ class _StripSweep:
             size = strip_buffer_size(self.bounds)
             self.buffers[rows.dtype] = torch.empty(size, dtype=rows.dtype, device=rows.device)
         s = self.buffers[rows.dtype][: (i1 - i0) * (n - i0)].view(i1 - i0, n - i0)
-        torch.mm(rows[i0:i1], rows[i0:].T, out=s)
+        compute_strip(rows, i0, i1, s, mirror=True)
         s[:, : i1 - i0].fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
         return s
 
+    def _kth_lower(self) -> Tensor:
+        """Lower bounds on every row's final k-th best exact similarity."""
+        return torch.maximum(self.state.kth, self.lower.kth)
+
     def _candidates(self, s: Tensor, i0: int, i1: int, bound: ScreenBound) -> list[Tensor]:
         """Flat positions in S of the candidates of rows I and of the later rows (columns)."""
-        k, kth, first = self.state.k, self.state.kth, i0 == 0
+        k, kth, first = self.state.k, self._kth_lower(), i0 == 0
         parts = [_strip_candidates(s, 0, kth[i0:i1], k, False, first, bound)]
         if i1 < self.x.shape[0]:
             parts.append(_strip_candidates(s, i1 - i0, kth[i1:], k, True, first, bound))
         return parts
 
-    def _merge(self, parts: list[Tensor], values: Tensor, i0: int, width: int) -> None:
-        flat = torch.cat(parts)
-        r, c = flat // width + i0, flat % width + i0
-        sizes = [p.numel() for p in parts]
-        for part, (rr, cc, v) in enumerate(
-            zip(r.split(sizes), c.split(sizes), values.split(sizes), strict=True)
-        ):
-            if part == 0:
-                self.state.merge(rr, sort_keys(v, cc))
-            else:
-                self.state.merge(cc, sort_keys(v, rr))
+    @staticmethod
+    def _directed(parts: list[Tensor], i0: int, width: int) -> tuple[Tensor, Tensor]:
+        """Global (row, column) of the candidates: row-view parts as is, column views swapped."""
+        rows, cols = [], []
+        for index, flat in enumerate(parts):
+            r, c = flat // width + i0, flat % width + i0
+            rows.append(r if index == 0 else c)
+            cols.append(c if index == 0 else r)
+        return torch.cat(rows), torch.cat(cols)
+
+    def _defer(self, rows: Tensor, cols: Tensor, screened: Tensor) -> None:
+        """Keep screened candidates for the end; tighten the lower bounds with them."""
+        self.lower.merge(rows, self.screen_bound.lower(screened))
+        self.deferred.append((rows, cols, screened))
+        self.deferred_size += rows.numel()
+        if self.deferred_size > 2 * max(self.pruned_size, 2**16):
+            self._prune()
+
+    def _prune(self) -> None:
+        """Drop deferred candidates that can no longer reach their row's k-th best."""
+        rows, cols, screened = (torch.cat(parts) for parts in zip(*self.deferred, strict=True))
+        keep = screened >= self.screen_bound.limit(self._kth_lower()[rows])
+        self.deferred = [(rows[keep], cols[keep], screened[keep])]
+        self.deferred_size = self.pruned_size = int(keep.sum())
+
+    def finish(self) -> None:
+        """Recompute the surviving deferred candidates in float32 and merge them (exact top-k)."""
+        if not self.deferred:
+            return
+        self._prune()
+        rows, cols, _ = self.deferred[0]
+        self.deferred = []
+        if rows.numel() == 0:
+            return
+        # Each unordered pair once (it may be a survivor both ways): its float32 dot product then
+        # depends only on its two rows.
+        n = self.x.shape[0]
+        lo, hi = torch.minimum(rows, cols), torch.maximum(rows, cols)
+        code, inverse = torch.unique(lo * n + hi, return_inverse=True)
+        first, second = code // n, code % n
+        exact = pair_similarities(self.x, self.x, first, second)
+        exact.masked_fill_(first == second, 0.0)  # the zeroed diagonal
+        self.state.merge(rows, sort_keys(exact[inverse], cols))
 
     def process(self, i0: int, i1: int) -> None:
         """Compute the strip of rows i0:i1 and merge its candidates into all rows it touches."""
         if self.xs is not None:
             s = self._strip(self.xs, i0, i1)
             parts = self._candidates(s, i0, i1, self.screen_bound)
-            flat = torch.cat(parts)
-            if flat.numel() <= s.numel() * self.MAX_SCREENED_FRACTION:
-                # Recompute each distinct pair once in float32 (a pair may be a candidate both
-                # ways); its value then depends only on its two rows.
-                width = s.shape[1]
-                code, inverse = torch.unique(flat, return_inverse=True)
-                rows, cols = code // width, code % width
-                exact = pair_similarities(self.x[i0:i1], self.x[i0:], rows, cols)
-                exact.masked_fill_(rows == cols, 0.0)  # the zeroed diagonal
-                self._merge(parts, exact[inverse], i0, width)
+            if sum(p.numel() for p in parts) <= s.numel() * self.MAX_SCREENED_FRACTION:
+                rows, cols = self._directed(parts, i0, s.shape[1])
+                screened = s.view(-1).take(torch.cat(parts)).to(torch.float32)
+                self._defer(rows, cols, screened)
                 return
-            self.xs = None  # bf16 cannot separate these similarities: float32 from now on
-            self.buffers.pop(torch.bfloat16, None)
+            # the screen cannot separate these similarities: float32 from now on
+            self.buffers.pop(self.xs.dtype, None)
+            self.xs = None
+            self.fallback_row = i0
         s = self._strip(self.x, i0, i1)
         parts = self._candidates(s, i0, i1, self.exact_bound)
-        self._merge(parts, s.view(-1).take(torch.cat(parts)), i0, s.shape[1])
+        rows, cols = self._directed(parts, i0, s.shape[1])
+        values = s.view(-1).take(torch.cat(parts))
+        self.state.merge(rows, sort_keys(values, cols))
+        if self.deferred:
+            self.lower.merge(rows, values)  # exact values bound the deferred candidates too
 
 
-def _screening_pays(x: Tensor, k: int) -> bool:
-    """Probe whether bf16 screening separates these similarities well enough to pay.
+SEPARATION_SHARE = 1 / 500
+"""Multiply-adds of the separation probe (in the fast screen dtype), as a share of the call's."""
 
-    The first 128 rows against the first 4096 rows, in bf16, with the first-strip filter: when
-    more than ``_StripSweep.MAX_SCREENED_FRACTION`` of the entries remain candidates (the
-    similarities spread less than the bf16 error, as in very high-dimensional noise), the
-    float32 recomputations would cost more than the bf16 matmul saves. Costs ~1% of the sweep.
+
+def _screen_separates(x: Tensor, k: int, dtype: torch.dtype) -> bool:
+    """Probe whether the screen separates these similarities well enough to pay.
+
+    A few rows (64) against the first c columns (c sized to :data:`SEPARATION_SHARE` of the
+    call), in the screen dtype, with the first-strip filter at the neighbour rank that k has
+    among N columns (max(1, round(k·c/N)), so a small c estimates the real threshold): when more
+    than ``_StripSweep.MAX_SCREENED_FRACTION`` of the entries remain candidates (the similarities
+    spread less than the screen's error, as in very high-dimensional noise), the float32
+    recomputations would cost more than the screen saves. The sweep checks every strip again.
     """
     n, dim = x.shape
-    rows, cols = min(128, n), min(4096, n)
-    probe, r_max = to_bf16(x[:cols])
-    bound = ScreenBound(dim, r_max)
+    rows = min(64, n)
+    cols = int(min(n, max(256, n * n / 2 * SEPARATION_SHARE / rows)))
+    probe, r_max = to_low_precision(x[:cols], dtype)
+    bound = ScreenBound(dim, r_max, dtype, x.device.type)
     with strict_matmul_precision():
         s = probe[:rows] @ probe.T
     s[:, :rows].fill_diagonal_(0.0)
     lower = torch.full((rows,), float("-inf"), device=x.device)
-    candidates = _strip_candidates(s, 0, lower, k, False, True, bound).numel()
+    rank = min(cols - 1, max(1, round(k * cols / n)))
+    candidates = _strip_candidates(s, 0, lower, rank, False, True, bound).numel()
     return candidates <= s.numel() * _StripSweep.MAX_SCREENED_FRACTION
 
 
-def knn_keys(x: Tensor, k: int, block_size: int, screen: bool | None = None) -> Tensor:
+def choose_kernel(x: Tensor, k: int, kernel: str | None = None) -> KernelChoice:
+    """The strip kernel :func:`knn_keys` uses for these rows (see :mod:`.kernels`).
+
+    ``"auto"`` screens only where the screen's matmul is measured to be fast enough on this
+    device (:func:`~dnn_modularity.graph.kernels.choose_by_speed`) *and* a small probe shows that
+    it separates these similarities; a forced kernel is used as asked.
+
+    Args:
+        x: float32 (N, D) row-normalised features.
+        k: Neighbours per row.
+        kernel: A kernel name, or None for the :data:`~.kernels.KERNEL_ENV` default.
+
+    Returns:
+        The :class:`~dnn_modularity.graph.kernels.KernelChoice`.
+    """
+    name = resolve_kernel(kernel)
+    choice = choose_by_speed(x, name)
+    if name != "auto" or choice.dtype is None:
+        return choice
+    if not _screen_separates(x, k, choice.dtype):
+        return KernelChoice(None, f"{choice.reason}, but it cannot separate these similarities")
+    return choice
+
+
+def knn_keys(
+    x: Tensor,
+    k: int,
+    block_size: int,
+    screen: bool | None = None,
+    *,
+    kernel: str | None = None,
+) -> Tensor:
     """Exact k-NN selection over row-normalised features, as int64 keys.
 
     Implements steps 3-4 of the official algorithm of paper 1 (similarity with a zero diagonal,
@@ -284,35 +405,67 @@ def knn_keys(x: Tensor, k: int, block_size: int, screen: bool | None = None) -> 
     pair is computed once. Only entries that can still enter a row's top-k (not below its current
     k-th best) are extracted.
 
-    With ``screen``, strips are computed by a bf16 matmul (~2× the float32 speed on CPUs with
-    bf16 dot-product units, far more on GPUs) and every entry that could be in the top-k given the
-    rigorous error bound of :class:`ScreenBound` is recomputed in float32, so the selection is
-    exact with respect to float32 similarities (those computed by a float32 dot product instead of
-    a float32 matmul, which may round differently in the last bit). When a strip yields more
-    candidates than 1/64 of its entries (the similarities spread less than the bf16 error, as in
-    very high-dimensional noise), the sweep switches to float32 strips for the rest.
+    With a screen (bf16 or fp16), strips are computed by a low-precision matmul and every entry
+    that could be in the top-k given the rigorous error bound of :class:`ScreenBound` is
+    recomputed in float32, so the selection is exact with respect to float32 similarities (those
+    computed by a float32 dot product instead of a float32 matmul, which may round differently in
+    the last bit: the two paths can differ only where two similarities are within an ulp). When a
+    strip yields more candidates than 1/32 of its entries (the similarities spread less than the
+    screen's error, as in very high-dimensional noise), the sweep switches to float32 strips for
+    the rest. Which kernel runs is decided by :func:`choose_kernel`.
 
     Args:
         x: float32 (N, D) row-normalised features.
         k: Neighbours per row, 1 <= k < N.
         block_size: Rows per strip.
-        screen: Use the bf16 screen (None: when N >= 4096 and D >= 256, where the matmul
-            dominates, and a small probe shows that bf16 separates the similarities).
+        screen: Shorthand kept for callers of earlier versions: True forces the bf16 screen,
+            False float32; None (default) defers to ``kernel``.
+        kernel: ``"auto"``, ``"float32"``, ``"bfloat16"`` or ``"float16"``; None = the
+            :data:`~.kernels.KERNEL_ENV` environment variable, else ``"auto"``.
 
     Returns:
         int64 (N, k) keys (see :func:`sort_keys`) of each row's k neighbours; row i may contain i
         itself (similarity 0) when fewer than k other columns are larger.
     """
-    n, dim = x.shape
+    n, _ = x.shape
     if n > MAX_INDEX:
         raise ValueError(f"at most {MAX_INDEX} samples are supported, got N = {n}")
-    if screen is None:
-        screen = n >= 4096 and dim >= 256 and _screening_pays(x, k)
-    sweep = _StripSweep(x, k, block_size, screen)
+    if screen is not None:
+        kernel = "bfloat16" if screen else "float32"
+    choice = choose_kernel(x, k, kernel)
+    if choice.dtype is None and dense_applies(n, x.shape[1]):
+        log.debug("kernel float32 (%s), dense", choice.reason)
+        return _dense_knn_keys(x, k)
+    sweep = _StripSweep(x, k, block_size, choice.dtype)
     with strict_matmul_precision():
         for i0, i1 in itertools.pairwise(sweep.bounds):
             sweep.process(i0, i1)
+        sweep.finish()
+    if sweep.fallback_row is not None:
+        row = sweep.fallback_row
+        log.debug("kernel %s (%s); float32 from row %d", choice.name, choice.reason, row)
+    else:
+        log.debug("kernel %s (%s)", choice.name, choice.reason)
     return sweep.state.keys
+
+
+def _dense_knn_keys(x: Tensor, k: int) -> Tensor:
+    """The k-NN keys of a small problem from one dense float32 product (see ``dense_applies``).
+
+    A float ``topk`` picks each row's k largest values; only rows where more entries tie with
+    the k-th value (where ``topk``'s choice among equals is arbitrary) are re-selected by
+    :func:`sort_keys` order, which breaks the ties as ``heapq.nlargest`` does.
+    """
+    n = x.shape[0]
+    sim = dense_similarity(x)
+    sim.fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
+    values, cols = sim.topk(k, dim=1)
+    keys = sort_keys(values, cols)
+    tied = ((sim >= values[:, -1:]).sum(dim=1) > k).nonzero().flatten()
+    if tied.numel() > 0:
+        columns = torch.arange(n, device=x.device)
+        keys[tied] = sort_keys(sim[tied], columns).topk(k, dim=1).values
+    return keys.sort(dim=1, descending=True).values
 
 
 def graph_from_knn_keys(keys: Tensor) -> Graph:
@@ -329,7 +482,12 @@ def graph_from_knn_keys(keys: Tensor) -> Graph:
 
 
 def knn_graph(
-    features: Any, k: int = 3, metric: str = "cosine", block_size: int | None = None
+    features: Any,
+    k: int = 3,
+    metric: str = "cosine",
+    block_size: int | None = None,
+    *,
+    kernel: str | None = None,
 ) -> Graph:
     """Symmetrised k-NN similarity graph of paper 1 (Sec. 3.2, Eq. 3), as its official code has it.
 
@@ -345,19 +503,24 @@ def knn_graph(
         metric: ``"cosine"`` or ``"pearson"``.
         block_size: Rows per similarity strip (None = about N/8 within a memory budget).
             Memory is O(N·D + N·k + block_size·N); the result does not depend on it.
+        kernel: Strip matmul: ``"auto"`` (by measured speed), ``"float32"``, ``"bfloat16"`` or
+            ``"float16"`` (None = the ``DNN_MODULARITY_KERNEL`` environment variable, else
+            ``"auto"``). The graph is exact with each; see :func:`knn_keys`.
 
     Returns:
         The undirected :class:`Graph` (on the features' device).
 
     Raises:
-        ValueError: Bad features (NaN/inf, wrong shape), N <= k, unknown metric, bad block_size.
+        ValueError: Bad features (NaN/inf, wrong shape), N <= k, unknown metric, bad block_size,
+            unknown kernel.
     """
     check_metric(metric)
     check_block_size(block_size)
+    resolve_kernel(kernel)
     x = normalize_features(features, metric)
     n = x.shape[0]
     check_k(k, n)
-    keys = knn_keys(x, k, resolve_block_size(block_size, n, x.device))
+    keys = knn_keys(x, k, resolve_block_size(block_size, n, x.device), kernel=kernel)
     return graph_from_knn_keys(keys)
 
 

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from dnn_modularity.graph.kernels import resolve_kernel
 from dnn_modularity.graph.knn import Graph, graph_from_knn_keys, knn_keys
 from dnn_modularity.graph.similarity import normalize_features, resolve_block_size
 from dnn_modularity.graph.validation import (
@@ -70,6 +71,8 @@ def knn_modularity(
     k: int = 3,
     metric: str = "cosine",
     block_size: int | None = None,
+    *,
+    kernel: str | None = None,
 ) -> float:
     """Paper 1's per-layer measurement: modularity of the k-NN graph, classes as communities.
 
@@ -84,20 +87,26 @@ def knn_modularity(
         k: Neighbours per node, 1 <= k < N.
         metric: ``"cosine"`` or ``"pearson"``.
         block_size: Rows per similarity strip (None = about N/8 within a memory budget).
+        kernel: Strip matmul (``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``; None =
+            the ``DNN_MODULARITY_KERNEL`` environment variable, else ``"auto"``): see
+            :func:`~dnn_modularity.graph.knn.knn_graph`. Q is exact with each.
 
     Returns:
         The modularity Q.
 
     Raises:
-        ValueError: Bad features, labels, k, metric or block_size (see :mod:`.validation`).
+        ValueError: Bad features, labels, k, metric, block_size or kernel (see
+            :mod:`.validation`).
     """
     check_metric(metric)
     check_block_size(block_size)
+    resolve_kernel(kernel)
     x = normalize_features(features, metric)  # validates the features
     n = x.shape[0]
     codes, num_classes = check_labels(labels, n)
     check_k(k, n)
-    graph = graph_from_knn_keys(knn_keys(x, k, resolve_block_size(block_size, n, x.device)))
+    bsize = resolve_block_size(block_size, n, x.device)
+    graph = graph_from_knn_keys(knn_keys(x, k, bsize, kernel=kernel))
     return _modularity_of_codes(graph, codes, num_classes, 1.0)
 
 

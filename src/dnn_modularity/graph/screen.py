@@ -1,9 +1,10 @@
-"""bf16 screening of similarity strips with a rigorous bound, and exact float32 recomputation.
+"""bf16/fp16 screening of similarity strips with a rigorous bound, and exact float32 recomputation.
 
-A bf16 matmul runs ~2× faster than float32 on CPUs with bf16 dot-product units (and far faster on
-GPUs). Its results are within a provable distance of the float32 similarities, so every entry that
-could be among a row's k nearest neighbours can be found from the bf16 strip and then recomputed
-in float32: the selection stays exact.
+A bf16 matmul runs ~3-4× faster than float32 on CPUs with AMX bf16 units (and far faster on GPU
+tensor cores; it is *slower* on CPUs without bf16 units: :mod:`~dnn_modularity.graph.kernels`
+decides). Its results are within a provable distance of the float32 similarities, so every entry
+that could be among a row's k nearest neighbours can be found from the screened strip and then
+recomputed in float32: the selection stays exact.
 """
 
 from __future__ import annotations
@@ -13,26 +14,41 @@ import warnings
 import torch
 from torch import Tensor
 
+# Significand bits (with the implicit one) of the screen dtypes: a value rounded to one of them
+# is within a relative 2^-bits of where it was.
+_SIGNIFICAND_BITS = {torch.bfloat16: 8, torch.float16: 11}
+
 
 class ScreenBound:
-    """Maps between screened (bf16 matmul) similarities and exact float32 ones.
+    """Maps between screened (low-precision matmul) similarities and exact float32 ones.
 
-    With x = x_b + x_r (x_b the bf16 rounding of a unit row x, ||x_r|| <= r_max, measured), the
-    identity x·y = x_b·y_b + x_b·y_r + x_r·y gives |x·y − x_b·y_b| <= (1 + 2⁻⁸)·r_y + r_x <=
-    2.01·r_max; float32 accumulation adds at most D·2⁻²⁴·(1 + 2⁻⁸)² in the bf16 matmul and
-    D·2⁻²⁴ in the float32 recomputation (ε = the sum, plus 2⁻²⁰ for the rounding of these very
-    bounds). The matmul's bf16 output o (8-bit significand) is within ρ = 2⁻⁸/(1 − 2⁻⁸)·|o| of
-    its float32 accumulator. Hence exact ∈ [o − ρ|o| − ε, o + ρ|o| + ε]. With ``r_max = None`` the
-    bound is the identity (exact float32 strips).
+    With x = x_b + x_r (x_b the rounding of a unit row x to the screen dtype, ||x_r|| <= r_max,
+    measured) and ||x_b|| <= 1 + u (u = 2^-p the dtype's unit roundoff: 2⁻⁸ bf16, 2⁻¹¹ fp16), the
+    identity x·y = x_b·y_b + x_b·y_r + x_r·y gives |x·y − x_b·y_b| <= (1 + u)·r_y + r_x <=
+    2.01·r_max. The matmul accumulates in float32: at most D·a·(1 + u)² with a = 2⁻²⁴ on CPUs,
+    and a = 2⁻²² on GPUs (tensor cores may truncate instead of rounding); the float32
+    recomputation adds at most D·2⁻²⁴ (ε = the sum, plus 2⁻²⁰ for the rounding of these very
+    bounds, plus 2⁻²⁴ for fp16's subnormal outputs). The matmul's output o in the screen dtype is
+    within ρ = u/(1 − u)·|o| of its float32 accumulator. Hence exact ∈ [o − ρ|o| − ε, o + ρ|o| + ε].
+    With ``r_max = None`` the bound is the identity (exact float32 strips).
     """
 
-    def __init__(self, dim: int, r_max: float | None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        r_max: float | None,
+        dtype: torch.dtype = torch.bfloat16,
+        device_type: str = "cpu",
+    ) -> None:
         if r_max is None:
             self.eps, self.rho = 0.0, 0.0
-        else:
-            gamma = dim * 2.0**-24
-            self.eps = 2.01 * r_max + gamma * 2.01 + 2.0**-20
-            self.rho = 2.0**-8 / (1.0 - 2.0**-8)
+            return
+        unit = 2.0 ** -_SIGNIFICAND_BITS[dtype]
+        accumulation = 2.0**-24 if device_type == "cpu" else 2.0**-22
+        self.eps = 2.01 * r_max + dim * (accumulation * (1 + unit) ** 2 + 2.0**-24) + 2.0**-20
+        if dtype == torch.float16:
+            self.eps += 2.0**-24
+        self.rho = unit / (1.0 - unit)
 
     def lower(self, screened: Tensor) -> Tensor:
         """Lower bound on the exact similarity of entries with screened value ``screened``."""
@@ -49,12 +65,24 @@ class ScreenBound:
         return torch.where(t >= 0, t / (1.0 + self.rho), t / (1.0 - self.rho))
 
 
-def to_bf16(x: Tensor) -> tuple[Tensor, float]:
-    """bf16 copy of (N, D) unit rows and r_max = max_i ||x_i − bf16(x_i)||.
+def round_down(limit: Tensor, dtype: torch.dtype) -> Tensor:
+    """float32 ``limit`` as ``dtype``, rounded down, so ``v >= result`` whenever ``v >= limit``."""
+    if dtype == torch.float32:
+        return limit
+    bits = _SIGNIFICAND_BITS[dtype]
+    # one relative step of the significand below (and, for fp16, a subnormal step), then round to
+    # nearest: never above
+    tiny = 2.0**-120 if dtype == torch.bfloat16 else 2.0**-24
+    lowered = limit - limit.abs() * 2.0 ** (1 - bits) - tiny
+    return lowered.to(dtype)
+
+
+def to_low_precision(x: Tensor, dtype: torch.dtype = torch.bfloat16) -> tuple[Tensor, float]:
+    """Copy of (N, D) unit rows in ``dtype`` and r_max = max_i ||x_i − low(x_i)||.
 
     Converted in row chunks, so no full-size float32 temporary is created.
     """
-    out = torch.empty(x.shape, dtype=torch.bfloat16, device=x.device)
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
     chunk = max(1, 2**22 // max(1, x.shape[1]))
     worst = torch.zeros((), dtype=torch.float32, device=x.device)
     for start in range(0, x.shape[0], chunk):
@@ -64,6 +92,11 @@ def to_bf16(x: Tensor) -> tuple[Tensor, float]:
         residual = torch.linalg.vector_norm(part - low.to(torch.float32), dim=1)
         worst = torch.maximum(worst, residual.max())
     return out, float(worst)
+
+
+def to_bf16(x: Tensor) -> tuple[Tensor, float]:
+    """bf16 copy of (N, D) unit rows and r_max (see :func:`to_low_precision`)."""
+    return to_low_precision(x, torch.bfloat16)
 
 
 def pair_similarities(x_rows: Tensor, x_cols: Tensor, rows: Tensor, cols: Tensor) -> Tensor:

@@ -25,8 +25,10 @@ from dnn_modularity.graph.validation import (
 )
 
 NORM_EPS = 1e-8
-"""Row norms are clamped at this value before dividing (as the official code of paper 1 does), so
-an all-zero row stays all-zero and has similarity 0 with every row."""
+"""The official code of paper 1 clamps row norms at this value before dividing. Here rows are first
+scaled by a power of two (exact), so every non-zero row has norm >= 1 when the clamp applies and is
+normalised exactly whatever its scale; the clamp only keeps an all-zero row all-zero (similarity 0
+with every row)."""
 
 # Memory budget for one strip of similarity rows (its values and the temporaries of the same size
 # that consumers create): ~12 bytes per entry covers a float32 strip plus an int64 temporary
@@ -35,16 +37,60 @@ _STRIP_BUDGET_BYTES = {"cpu": 256 * 2**20, "cuda": 4096 * 2**20}
 _BYTES_PER_ENTRY = 12
 
 
+def times_power_of_two(x: Tensor, exponent: Tensor) -> Tensor:
+    """Return ``x · 2^-exponent``, exactly.
+
+    The power is applied as two factors, each representable in x's dtype (a float32 exponent
+    spans [-149, 128], float64's [-1074, 1024]), so each product is exact.
+    """
+    half = torch.div(exponent, 2, rounding_mode="floor")
+    return x * torch.exp2((-half).to(x.dtype)) * torch.exp2((half - exponent).to(x.dtype))
+
+
+def _scale_rows(x: Tensor) -> Tensor:
+    """Divide each row by the power of two at or above its largest magnitude (exact, in x's dtype).
+
+    Afterwards every non-zero row has max |x_ij| in [0.5, 1): its float32 copy neither overflows
+    (|x| ~ 1e39 in float64, or x² of |x| ~ 1e20 in float32) nor loses its norm below the clamp
+    (|x| ~ 1e-9). Scaling by a power of two commutes with float rounding in the normal range, so
+    for ordinary inputs the normalised rows are bit for bit those of the unscaled algorithm.
+    """
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.to(torch.float32)  # exact; their range needs no scaling, float32's rules apply
+    low, high = torch.aminmax(x, dim=1, keepdim=True)
+    peak = torch.maximum(high, -low)
+    _, exponent = torch.frexp(peak)  # peak = m·2^e with m in [0.5, 1); e = 0 for a zero row
+    lo, hi = _SAFE_EXPONENTS
+    if x.dtype == torch.float32 and bool(((exponent >= lo) & (exponent <= hi)).all()):
+        # Moderate rows: their squares and norms stay far inside float32's range and above the
+        # clamp, and scaling would change no bit of the result (it commutes with the rounding).
+        return x
+    return times_power_of_two(x, exponent)
+
+
+_SAFE_EXPONENTS = (-20, 40)
+"""Rows of float32 features whose largest magnitude is in [2^-21, 2^40) need no scaling: their
+norms are far above the 1e-8 clamp and cannot overflow, and the squares of their significant
+components stay normal (a zero row has exponent 0)."""
+
+
 def normalize_features(features: Any, metric: str = "cosine") -> Tensor:
     """Flatten, convert to float32 and L2-normalise the rows (centred first for Pearson).
 
     This is steps 1-2 of the official algorithm of paper 1 (Sec. 3.2, Eq. 3): after it, the
     cosine similarity of rows i and j is the dot product ``x_i · x_j``; for ``"pearson"`` each row
     is centred on its own mean first, which makes that dot product the Pearson correlation
-    (paper 1, appendix A, Fig. B11). Norms are clamped at :data:`NORM_EPS`.
+    (paper 1, appendix A, Fig. B11).
+
+    Scale invariance: rows are scaled by a power of two before the float32 conversion and the
+    norm (see :func:`_scale_rows`), so the result does not depend on the features' scale: tiny
+    rows (norm < 1e-8, which the official code's clamp would shrink) and huge ones (which would
+    overflow float32) are normalised exactly. For ordinary features the values are bit for bit
+    those of the official steps. An all-zero row stays zero; for Pearson a constant row (whose
+    correlation is undefined) becomes zero too, so it has similarity 0 with every row.
 
     Args:
-        features: (N, ...) tensor or array-like, any real dtype, on any device.
+        features: (N, ...) tensor or array-like, any real dtype, on any device (detached).
         metric: ``"cosine"`` or ``"pearson"``.
 
     Returns:
@@ -55,9 +101,15 @@ def normalize_features(features: Any, metric: str = "cosine") -> Tensor:
     """
     check_metric(metric)
     flat = check_features(features, min_samples=1)
-    x = flat.to(torch.float32)
+    if not flat.is_floating_point():
+        flat = flat.to(torch.float32)  # integers (int64 up to 9.2e18) fit float32's range
+    x = _scale_rows(flat)
+    if x.dtype != torch.float32:
+        x = x.to(torch.float32)
     if metric == "pearson":
+        low, high = torch.aminmax(x, dim=1)
         x = x - x.mean(dim=1, keepdim=True)
+        x[low == high] = 0.0  # rounding of the mean would otherwise leave a tiny residue
     norms = torch.linalg.vector_norm(x, dim=1, keepdim=True).clamp_min_(NORM_EPS)
     if x is flat or x.data_ptr() == flat.data_ptr():
         return x / norms  # the caller's memory: divide into a new tensor
@@ -134,19 +186,92 @@ def strip_buffer_size(bounds: list[int]) -> int:
     return max((i1 - i0) * (n - i0) for i0, i1 in itertools.pairwise(bounds))
 
 
+DENSE_MAX_N = 2048
+"""Up to this N the k-NN selection works on the whole N×N float32 similarity matrix (16 MiB at
+most), computed by :func:`compute_strip` as one strip of thin triangular sub-strips
+(:data:`DENSE_SUB_BLOCK` rows): a few whole-matrix operations beat the strips' per-strip steps."""
+
+DENSE_SUB_BLOCK = 128
+
+
+def dense_applies(n: int, dim: int) -> bool:
+    """Whether the float32 k-NN path of (N, D) takes the dense route (:data:`DENSE_MAX_N`)."""
+    return n <= DENSE_MAX_N
+
+
+def dense_similarity(x: Tensor) -> Tensor:
+    """The full (N, N) similarity of row-normalised ``x`` by the triangular strip kernel."""
+    n = x.shape[0]
+    out = torch.empty(n, n, dtype=x.dtype, device=x.device)
+    with strict_matmul_precision():
+        compute_strip(x, 0, n, out, mirror=True, sub_block=DENSE_SUB_BLOCK)
+    return out
+
+
+SUB_BLOCK = 256
+"""Rows of the triangular sub-strips of a strip's diagonal block (see :func:`compute_strip`). Every
+matmul tile keeps >= 256 rows and columns where the strip has them: BLAS libraries switch to
+small-matrix kernels (which round differently) below ~200 columns, so tiles this large give the
+values of one big product."""
+
+
+def sub_strip_bounds(rows: int, sub_block: int = SUB_BLOCK) -> list[int]:
+    """Boundaries of near-equal sub-strips of >= ``sub_block`` rows (one below 2·sub_block)."""
+    pieces = max(1, rows // sub_block)
+    return [(i * rows) // pieces for i in range(pieces + 1)]
+
+
+def compute_strip(
+    x: Tensor, i0: int, i1: int, out: Tensor, *, mirror: bool, sub_block: int = SUB_BLOCK
+) -> None:
+    """Write the strip S = x[i0:i1] @ x[i0:]ᵀ into ``out`` (R, N − i0), R = i1 − i0.
+
+    The off-diagonal columns (later rows) take R-wide matmul tiles. The symmetric diagonal block
+    S_II is computed in triangular sub-strips (rows a:b against columns a:R) — only its upper
+    triangle plus the small diagonal sub-blocks, ~1/2 instead of all of its work — and with
+    ``mirror`` its lower part is copied from the upper (one pass over R²/2 entries); without,
+    the entries strictly below the diagonal sub-blocks are left unset (callers that read only
+    pairs i < j).
+    The similarity's symmetry makes the copy exact: a dot product's terms are the same both ways.
+
+    Args:
+        x: (N, D) row-normalised features (float32, or a screen's bf16/fp16 copy).
+        i0: First row of the strip.
+        i1: End row of the strip.
+        out: Contiguous (R, N − i0) output of x's dtype.
+        mirror: Also fill the lower part of the diagonal block.
+        sub_block: Rows of the diagonal block's sub-strips (at least; see
+            :func:`sub_strip_bounds`).
+    """
+    n, rows = x.shape[0], i1 - i0
+    # Off-diagonal columns in chunks of the strip's height (the last one takes the remainder):
+    # every strip then has the same few tile shapes, and libraries that compile a kernel per
+    # matmul shape (oneDNN's bf16 kernels: tens of ms each) compile a handful, not dozens.
+    chunks = max(1, (n - i1) // rows)
+    cuts = [i1 + c * rows for c in range(chunks)] + [n]
+    for c0, c1 in itertools.pairwise(cuts):
+        if c1 > c0:
+            torch.mm(x[i0:i1], x[c0:c1].T, out=out[:, c0 - i0 : c1 - i0])
+    for a, b in itertools.pairwise(sub_strip_bounds(rows, sub_block)):
+        torch.mm(x[i0 + a : i0 + b], x[i0 + a : i1].T, out=out[a:b, a:rows])
+        if mirror and b < rows:
+            out[b:rows, a:b].copy_(out[a:b, b:rows].T)
+
+
 def iter_similarity_strips(x: Tensor, block_size: int) -> Iterator[tuple[int, int, Tensor]]:
     """Yield ``(i0, i1, S)`` with S = x[i0:i1] @ x[i0:]ᵀ: the upper-triangular part by strips.
 
     Column c of S is sample i0 + c, so S[:, :i1-i0] is the diagonal block and S[:, i1-i0:] holds
-    every later sample: each unordered pair (i < j) appears once, in the strip of i. The strip
-    buffer is reused (a yielded S is overwritten by the next one).
+    every later sample: each unordered pair (i < j) appears once, in the strip of i. Only the
+    diagonal block's upper part is computed (:func:`compute_strip`): entries below its diagonal
+    are undefined. The strip buffer is reused (a yielded S is overwritten by the next one).
 
     Args:
         x: Row-normalised features (N, D) (see :func:`normalize_features`), or their bf16 copy.
         block_size: Rows per strip (at most; strips are near-equal).
 
     Yields:
-        ``i0, i1`` and the contiguous (i1 - i0, N - i0) strip (diagonal included, as computed).
+        ``i0, i1`` and the contiguous (i1 - i0, N - i0) strip (its diagonal included).
     """
     n = x.shape[0]
     bounds = block_bounds(n, block_size)
@@ -154,7 +279,7 @@ def iter_similarity_strips(x: Tensor, block_size: int) -> Iterator[tuple[int, in
     for i0, i1 in itertools.pairwise(bounds):
         s = buf[: (i1 - i0) * (n - i0)].view(i1 - i0, n - i0)
         with strict_matmul_precision():
-            torch.mm(x[i0:i1], x[i0:].T, out=s)
+            compute_strip(x, i0, i1, s, mirror=False)
         yield i0, i1, s
 
 
@@ -209,9 +334,11 @@ def similarity_histogram(
     Paper 2 divides [0, 1] into 10 equal bins and counts the similarities of all pairs of the
     10,000 CIFAR-10 test images per layer (its Figs. 2-5). Pairs are counted once (i < j, the
     diagonal excluded); values outside ``range`` are counted in ``underflow``/``overflow``, never
-    dropped, so ``counts.sum() + underflow + overflow == N(N-1)/2``. Bin membership is decided by
-    exact comparisons of the float32 similarities with the float64 edges, which makes the counts
-    equal ``numpy.histogram`` of the same values.
+    dropped, so ``counts.sum() + underflow + overflow == N(N-1)/2``. Similarities are clamped to
+    [-1, 1] first (float32 rounding puts the similarity of two equal rows an ulp above 1, which
+    would otherwise land in the overflow). Bin membership is decided by exact comparisons of the
+    float32 similarities with the float64 edges, which makes the counts equal
+    ``numpy.histogram`` of the same (clamped) values.
 
     Args:
         features: (N, ...) features, N >= 2.
@@ -248,6 +375,9 @@ def similarity_histogram(
     total = torch.zeros(bins + 3, dtype=torch.int64, device=x.device)
     for i0, i1, s in iter_similarity_strips(x, bsize):
         rows = i1 - i0
+        # A similarity is at most 1; float32 rounding can exceed it by an ulp (two equal rows):
+        # such a pair belongs in the bin of 1, not in the overflow.
+        s.clamp_(-1.0, 1.0)
         idx = torch.bucketize(s, boundaries, right=True)
         lower = torch.ones(rows, rows, dtype=torch.bool, device=x.device).tril_()
         idx[:, :rows].masked_fill_(lower, bins + 2)

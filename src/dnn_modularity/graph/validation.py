@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -29,13 +30,28 @@ def check_metric(metric: str) -> str:
     return metric
 
 
+KERNELS: tuple[str, ...] = ("auto", "float32", "bfloat16", "float16")
+"""Matmul kernels of the similarity strips: ``"auto"`` (chosen by measured speed, see
+:mod:`~dnn_modularity.graph.kernels`), plain ``"float32"``, or a ``"bfloat16"``/``"float16"``
+screen whose candidates are recomputed in float32 (exact either way)."""
+
+
 def _as_tensor(x: Any, what: str) -> Tensor:
+    """``x`` as a tensor, detached.
+
+    The engine never needs gradients; features straight from a forward pass have
+    ``requires_grad=True``, which ``out=`` matmuls refuse.
+    """
     if isinstance(x, Tensor):
-        return x
+        return x.detach()
     try:
         return torch.as_tensor(x)
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{what} must be a tensor or array-like, got {type(x).__name__}") from err
+        dtype = getattr(x, "dtype", None)
+        detail = f" of dtype {dtype}" if dtype is not None else ""
+        raise ValueError(
+            f"{what} must be a real-valued tensor or array-like, got {type(x).__name__}{detail}"
+        ) from err
 
 
 def check_features(features: Any, *, min_samples: int = 2) -> Tensor:
@@ -63,6 +79,10 @@ def check_features(features: Any, *, min_samples: int = 2) -> Tensor:
         raise ValueError(f"features must be real-valued, got dtype {x.dtype}")
     n = x.shape[0]
     shape = tuple(x.shape)
+    if n == 0:
+        raise ValueError(
+            f"need at least {min_samples} samples, got N = 0 (features of shape {shape})"
+        )
     x = x.reshape(n, -1)
     if x.shape[1] == 0:
         raise ValueError(f"features have no feature dimensions (shape {shape})")
@@ -99,11 +119,30 @@ def check_k(k: int, n: int) -> int:
     return k
 
 
+def _string_label_codes(labels: Any) -> Tensor | None:
+    """Codes 0..C-1 (in sorted order) of string/object labels, or None for numeric labels."""
+    if isinstance(labels, Tensor):
+        return None
+    array = np.asarray(labels) if isinstance(labels, (list, tuple, np.ndarray)) else None
+    if array is None or array.dtype.kind not in "USO":
+        return None
+    if array.ndim != 1:
+        raise ValueError(f"labels must have shape (N,), got shape {array.shape}")
+    try:
+        _, codes = np.unique(array, return_inverse=True)
+    except TypeError as err:  # e.g. a mix of strings and numbers: no order between them
+        raise ValueError(
+            f"labels must be all numbers or all strings; got mixed values {array[:5].tolist()}..."
+        ) from err
+    return torch.as_tensor(codes.reshape(-1), dtype=torch.long)
+
+
 def check_labels(labels: Any, n: int, *, device: torch.device | None = None) -> tuple[Tensor, int]:
     """Validate class labels and map them to consecutive codes 0..C-1.
 
     Args:
-        labels: Integer tensor or array-like of shape (N,); any values (not necessarily 0..C-1).
+        labels: Tensor or array-like of shape (N,): integer labels (any values, not necessarily
+            0..C-1) or string labels (e.g. class names; each distinct string is a class).
         n: The expected number of samples N.
         device: Where to put the codes (default: the labels' device).
 
@@ -114,13 +153,14 @@ def check_labels(labels: Any, n: int, *, device: torch.device | None = None) -> 
     Raises:
         ValueError: Wrong shape or length, non-integer dtype, or fewer than two classes.
     """
-    y = _as_tensor(labels, "labels")
+    strings = _string_label_codes(labels)
+    y = strings if strings is not None else _as_tensor(labels, "labels")
     if y.dim() != 1:
         raise ValueError(f"labels must have shape (N,) = ({n},), got shape {tuple(y.shape)}")
     if y.shape[0] != n:
         raise ValueError(f"labels have length {y.shape[0]} but there are N = {n} samples")
     if y.is_floating_point() or y.is_complex():
-        raise ValueError(f"labels must be integers, got dtype {y.dtype}")
+        raise ValueError(f"labels must be integers or strings, got dtype {y.dtype}")
     if device is not None:
         y = y.to(device)
     values, codes = torch.unique(y, return_inverse=True)
@@ -204,3 +244,19 @@ def check_resolution(resolution: float) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"resolution must be finite, got {resolution!r}")
     return value
+
+
+def check_kernel(kernel: str, source: str = "kernel") -> str:
+    """Return ``kernel`` if it is one of :data:`KERNELS`.
+
+    Args:
+        kernel: The requested kernel.
+        source: Where the value came from (the argument or an environment variable), for the
+            message.
+
+    Raises:
+        ValueError: Unknown kernel; the message lists the valid ones.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown {source} {kernel!r}; valid kernels are {', '.join(KERNELS)}")
+    return kernel

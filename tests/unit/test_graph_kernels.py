@@ -1,0 +1,179 @@
+"""Kernel choice by measured speed: right on fast-bf16 and slow-bf16 machines, exact either way.
+
+The machine running the tests has one kind of bf16 unit (fast AMX, slow emulation, or none at
+all); the other kind is simulated by injecting the micro-benchmark's timings, so both decisions
+are tested everywhere, and each is checked to give the exact graph.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from graph_reference import (
+    edge_dict,
+    float32_dot_bound,
+    official_modularity,
+    pairwise_sim,
+    strip_sim,
+)
+
+from dnn_modularity.graph import kernels, knn_graph, knn_modularity, normalize_features
+from dnn_modularity.graph.knn import _StripSweep, choose_kernel
+
+SLOW_BF16 = {torch.float32: 1.0, torch.bfloat16: 8.0}  # AVX2 EPYC: bf16 matmul ~8x slower
+FAST_BF16 = {torch.float32: 1.0, torch.bfloat16: 0.25}  # AMX Xeon: bf16 ~4x faster
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache():
+    kernels.clear_speed_cache()
+    yield
+    kernels.clear_speed_cache()
+
+
+@pytest.fixture
+def timings(monkeypatch):
+    """Inject matmul timings (seconds per multiply-add by dtype); returns the log of timed dtypes.
+
+    Also lets small test problems afford a probe (PROBE_SHARE = 1, no smallest call).
+    """
+    log: list[torch.dtype] = []
+    table: dict[torch.dtype, float] = {}
+
+    def fake_time(a, b, runs, stop_above):
+        log.append(a.dtype)
+        return table[a.dtype] * a.shape[0] * b.shape[0] * a.shape[1]
+
+    monkeypatch.setattr(kernels, "_time_matmul", fake_time)
+    monkeypatch.setattr(kernels, "PROBE_SHARE", 1.0)
+    monkeypatch.setattr(kernels, "MIN_PROBE_CALL", 0)
+    monkeypatch.delenv(kernels.KERNEL_ENV, raising=False)
+
+    def set_table(new: dict[torch.dtype, float]) -> list[torch.dtype]:
+        table.clear()
+        table.update(new)
+        return log
+
+    return set_table
+
+
+def structured(n: int, dim: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 6, (n,), generator=gen)
+    feats = torch.randn(6, dim, generator=gen)[labels] * 0.5 + torch.randn(n, dim, generator=gen)
+    return feats, labels
+
+
+def test_slow_bf16_is_not_chosen_and_the_graph_is_exact(timings):
+    timings(SLOW_BF16)
+    feats, labels = structured(700, 256, 0)
+    choice = choose_kernel(normalize_features(feats), 3)
+    assert choice.dtype is None and "0.12x" in choice.reason
+    q_ref, edges_ref = official_modularity(strip_sim(feats, "cosine"), labels.numpy(), 3)
+    assert edge_dict(knn_graph(feats, k=3)) == edges_ref
+    assert knn_modularity(feats, labels, k=3) == pytest.approx(q_ref, abs=1e-9)
+
+
+def test_fast_bf16_is_chosen_and_the_graph_is_exact(timings, monkeypatch):
+    timings(FAST_BF16)
+    monkeypatch.setattr(_StripSweep, "MAX_SCREENED_FRACTION", float("inf"))  # screen to the end
+    feats, labels = structured(700, 256, 1)
+    choice = choose_kernel(normalize_features(feats), 3)
+    assert choice.dtype == torch.bfloat16 and choice.name == "bfloat16"
+    # exact with respect to the float32 dot products the screen recomputes ...
+    q_ref, edges_ref = official_modularity(pairwise_sim(feats, "cosine"), labels.numpy(), 3)
+    graph = edge_dict(knn_graph(feats, k=3))
+    assert graph == edges_ref
+    assert knn_modularity(feats, labels, k=3) == pytest.approx(q_ref, abs=1e-9)
+    # ... and the same graph as the float32 path up to the last bit of a weight
+    fp32 = edge_dict(knn_graph(feats, k=3, kernel="float32"))
+    assert fp32.keys() == graph.keys()
+    np.testing.assert_allclose(
+        list(graph.values()), list(fp32.values()), rtol=0, atol=float32_dot_bound(256)
+    )
+
+
+def test_fast_bf16_that_cannot_separate_falls_back_to_float32(timings):
+    timings(FAST_BF16)
+    gen = torch.Generator().manual_seed(2)
+    noise = normalize_features(torch.randn(400, 32768, generator=gen))
+    choice = choose_kernel(noise, 3)
+    assert choice.dtype is None and "cannot separate" in choice.reason
+
+
+def test_speeds_are_measured_once_per_device_dtype_and_shape_class(timings):
+    log = timings(FAST_BF16)
+    x = normalize_features(structured(600, 256, 3)[0])
+    choose_kernel(x, 3)
+    assert log == [torch.float32, torch.bfloat16]
+    choose_kernel(x, 3)
+    choose_kernel(normalize_features(structured(900, 300, 4)[0]), 3)  # same class: 256
+    assert len(log) == 2
+    choose_kernel(normalize_features(structured(600, 1024, 5)[0]), 3)  # a new class
+    assert len(log) == 4
+    assert {key[2] for key in kernels.speed_table()} == {256, 1024}
+
+
+def test_small_calls_use_float32_without_a_probe(monkeypatch):
+    def never(*args):
+        raise AssertionError("a probe was timed")
+
+    monkeypatch.setattr(kernels, "_time_matmul", never)
+    monkeypatch.delenv(kernels.KERNEL_ENV, raising=False)
+    for n, dim in ((2000, 512), (2000, 8192), (10000, 512)):
+        call = n * n * dim / 2
+        assert call < kernels.MIN_PROBE_CALL and kernels.probe_dim(n, dim) is None
+    choice = choose_kernel(normalize_features(structured(2000, 512, 6)[0]), 3)
+    assert choice.dtype is None and "too small" in choice.reason
+    assert kernels.probe_dim(10000, 8192) == 4096
+
+
+def test_the_probe_is_a_small_share_of_the_call(monkeypatch):
+    # Multiply-adds timed (warm-up runs included) against the call's N²·D/2: at most 3/4000 per
+    # dtype, so even a bf16 matmul 10x slower than float32 keeps the probe under 1 % of the call.
+    macs: list[int] = []
+    real = kernels._time_matmul
+
+    def counting(a, b, runs, stop_above):
+        macs.append((runs + 1) * a.shape[0] * b.shape[0] * a.shape[1])
+        return real(a, b, runs, stop_above)
+
+    monkeypatch.setattr(kernels, "_time_matmul", counting)
+    monkeypatch.setattr(kernels, "MIN_PROBE_CALL", 0)  # the accounting, on a small call
+    monkeypatch.delenv(kernels.KERNEL_ENV, raising=False)
+    n, dim = 4200, 512
+    x = normalize_features(torch.randn(n, dim, generator=torch.Generator().manual_seed(7)))
+    kernels.choose_by_speed(x, "auto")
+    call = n * n * dim / 2
+    assert len(macs) == 2
+    assert max(macs) <= 3 * call * kernels.PROBE_SHARE
+    assert (macs[0] + 10 * macs[1]) / call <= 0.01
+
+
+def test_environment_variable_and_argument_override(timings, monkeypatch):
+    log = timings(SLOW_BF16)
+    x = normalize_features(structured(600, 256, 8)[0])
+    monkeypatch.setenv(kernels.KERNEL_ENV, "bfloat16")
+    assert choose_kernel(x, 3).dtype == torch.bfloat16  # forced, though measured slow
+    assert choose_kernel(x, 3, "float32").dtype is None  # the argument wins
+    assert log == []  # forced choices time nothing
+    monkeypatch.setenv(kernels.KERNEL_ENV, "BFloat16 ")
+    assert choose_kernel(x, 3).dtype == torch.bfloat16
+    monkeypatch.setenv(kernels.KERNEL_ENV, "tf32")
+    with pytest.raises(ValueError, match=r"DNN_MODULARITY_KERNEL.*'tf32'.*auto, float32, bfloat16"):
+        knn_graph(torch.randn(10, 4), k=2)
+    monkeypatch.delenv(kernels.KERNEL_ENV)
+    with pytest.raises(ValueError, match="unknown kernel 'fast'; valid kernels are auto"):
+        knn_modularity(torch.randn(10, 4), torch.arange(10) % 2, kernel="fast")
+
+
+@pytest.mark.parametrize("kernel", ["float32", "bfloat16", "float16"])
+def test_every_forced_kernel_gives_the_same_graph(kernel):
+    feats, _ = structured(500, 200, 9)
+    reference = edge_dict(knn_graph(feats, k=4, kernel="float32"))
+    graph = edge_dict(knn_graph(feats, k=4, kernel=kernel))
+    assert graph.keys() == reference.keys()
+    np.testing.assert_allclose(
+        list(graph.values()), list(reference.values()), rtol=0, atol=float32_dot_bound(200)
+    )
