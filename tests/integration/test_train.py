@@ -21,7 +21,6 @@ from dnn_modularity.models.classifier import ImageClassifier, load_classifier
 from dnn_modularity.train import CONF_DIR, check_config, resolve_wandb_mode, train
 
 FAST = [
-    "experiment=train_demo_digits",  # the 8x8 digits: fast
     "model=resnet20",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=3",

@@ -17,7 +17,6 @@ from dnn_modularity.data import DigitsDataModule
 from dnn_modularity.models.classifier import load_classifier
 
 FAST = [
-    "experiment=train_demo_digits",  # the 8x8 digits: fast
     "model=resnet20",
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=3",
