@@ -71,7 +71,9 @@ class ImageClassifier(L.LightningModule):
             (`{"_target_": "torch.optim.SGD", "lr": 0.01, ...}`) or a callable; default paper 1's
             SGD (`DEFAULT_OPTIMIZER`).
         scheduler: LR-scheduler factory taking the optimizer (Hydra mapping or callable); None for
-            a constant LR.
+            a constant LR. A mapping with `total_steps: null` (e.g. `OneCycleLR`) gets the run's
+            length in scheduler steps (`trainer.estimated_stepping_batches` with interval
+            "step", `max_epochs` with "epoch").
         scheduler_interval: "epoch" or "step": when the scheduler steps.
         label_smoothing: Cross-entropy label smoothing.
         channels_last: Keep weights and inputs in channels-last memory format (faster convs on
@@ -191,11 +193,31 @@ class ImageClassifier(L.LightningModule):
         optimizer = _build_partial(spec, "optimizer")(self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
-        scheduler = _build_partial(self.hparams.scheduler, "scheduler")(optimizer)
+        spec = self.hparams.scheduler
+        if isinstance(spec, Mapping) and "total_steps" in spec and spec["total_steps"] is None:
+            # `total_steps: null` (e.g. OneCycleLR): the whole run, counted in scheduler steps
+            # (optimizer steps with interval "step": epochs, batch limits, accumulation and DDP
+            # shards included).
+            spec = {**spec, "total_steps": self._run_length()}
+        scheduler = _build_partial(spec, "scheduler")(optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
         }
+
+    def _run_length(self) -> int:
+        """Scheduler steps in the whole run: optimizer steps ("step") or epochs ("epoch")."""
+        trainer = self._trainer
+        if trainer is None:
+            raise RuntimeError("scheduler total_steps=null needs a Trainer (the run's length)")
+        if self.hparams.scheduler_interval == "step":
+            return int(trainer.estimated_stepping_batches)
+        if trainer.max_epochs is None or trainer.max_epochs < 1:
+            raise ValueError(
+                f"scheduler total_steps=null with interval 'epoch' needs trainer.max_epochs >= 1, "
+                f"got {trainer.max_epochs}"
+            )
+        return int(trainer.max_epochs)
 
 
 def load_classifier(
