@@ -383,6 +383,9 @@ def build_trainer(
     Returns:
         A `lightning.pytorch.Trainer`.
     """
+    from dnn_modularity.console import silence_known_noise
+
+    silence_known_noise()  # Lightning's litlogger tip (emitted in Trainer.__init__) and more
     return instantiate(
         node,
         callbacks=list(callbacks),

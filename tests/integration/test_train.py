@@ -315,11 +315,11 @@ def test_every_training_preset_composes_and_runs_a_fast_dev_run(
         f"data.num_classes={num_classes}",
         f"data.in_channels={recipe.data.in_channels}",
         "data.batch_size=4",
-        "data.test_size=64",
+        f"data.test_size={max(64, 2 * num_classes + 2)}",
         "trainer=cpu",
         "debug=fast_dev_run",
         "trainer.enable_progress_bar=false",
-        "probe.n=20",
+        f"probe.n={max(20, num_classes + 1)}",  # N must exceed the number of classes
     ]
     result = train(make_cfg(tmp_path, *overrides))
     assert math.isfinite(result["test"]["test/acc"])
