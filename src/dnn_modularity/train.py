@@ -145,10 +145,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning.pytorch as L
 
     from dnn_modularity.callbacks import ModularityMonitor
-    from dnn_modularity.checkpoints import load_checkpoint
-    from dnn_modularity.loggers import RunCSVLogger
     from dnn_modularity.callbacks.progress import EpochProgress
+    from dnn_modularity.checkpoints import load_checkpoint
     from dnn_modularity.data.probe import check_probe_size
+    from dnn_modularity.loggers import RunCSVLogger
 
     hydra_cfg = hydra_config()
     check_config(cfg, hydra_cfg)
