@@ -230,11 +230,7 @@ class ModularityMonitor(Callback):
         super().__init__()
         if int(k) < 1:
             raise ValueError(f"graph k={k} must be >= 1")
-        if int(n) <= int(k):
-            raise ValueError(
-                f"probe N={n} must be larger than graph k={k} (each node needs k other nodes); "
-                "raise probe.n or lower graph.k"
-            )
+        check_probe_size(n, None, k=k)  # the classes are checked once the data is known
         if metric not in METRICS:
             raise ValueError(f"similarity metric {metric!r} is not one of {tuple(METRICS)}")
         if strategy not in STRATEGIES:
