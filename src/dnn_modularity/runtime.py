@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dnn_modularity import config_dir
 from dnn_modularity.rundir import claim_run_dir, is_rank_zero, run_stamp
 
 __all__ = [
@@ -55,11 +56,9 @@ __all__ = [
     "wandb_unreachable",
 ]
 
-#: The Hydra config folder: `$DNN_MODULARITY_CONF` if set, else the checkout's `conf/`
-#: (src/dnn_modularity/runtime.py -> repo root / conf, present with `pip install -e .`).
-CONF_DIR = Path(
-    os.environ.get("DNN_MODULARITY_CONF") or Path(__file__).resolve().parents[2] / "conf"
-).resolve()
+#: The Hydra config folder (see `dnn_modularity.config_dir`: `$DNN_MODULARITY_CONF`, else the
+#: checkout's `conf/`, else the copy installed with the package), read once at import.
+CONF_DIR = config_dir()
 
 #: Valid values of the W&B logger's `mode`.
 WANDB_MODES = ("auto", "online", "offline", "disabled")
