@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from dnn_modularity._advertorch_compat import import_advertorch
+from dnn_modularity.models.unwrap import eval_mode, module_device
 from dnn_modularity.progress import Progress
 
 __all__ = [
@@ -321,25 +322,15 @@ class AdversarialResult:
 @contextlib.contextmanager
 def _frozen_eval(model: nn.Module) -> Iterator[None]:
     """Eval mode and parameters without grad (attacks differentiate w.r.t. inputs only)."""
-    was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
     for p, _ in flags:
         p.requires_grad_(False)
     try:
-        yield
+        with eval_mode(model):
+            yield
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(was_training)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -416,7 +407,7 @@ def generate_adversarial(
         )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = _model_device(model)
+    device = module_device(model)
     images = images.detach().to(device, torch.float32)
     labels = labels.detach().to(device, torch.long)
     start = time.perf_counter()

@@ -1,8 +1,14 @@
-"""`RunCSVLogger`: Lightning's CSV logger that continues an existing `metrics.csv`.
+"""Every logger this package talks to: building the `logger` group, W&B, CSV, TensorBoard.
 
-Lightning's `CSVLogger` deletes `metrics.csv` when its folder is not empty (and warns "Experiment
-logs directory ... exists and is not empty. Previous log files in this directory will be deleted"
-on every run whose folder already holds `config.yaml`). In this package the folder is the run
+The only module that knows W&B: the `WandbLogger` factory (online when an API key is configured
+and the server answers, else offline), closing a run, and one table logger (`log_table`) used for
+the monitor's history, the analyses' records and the pruning table. `log_artifacts` sends an
+analysis' metrics, figures, GIFs and tables to whichever loggers a run has.
+
+`RunCSVLogger` is Lightning's CSV logger that continues an existing `metrics.csv`. Lightning's
+`CSVLogger` deletes `metrics.csv` when its folder is not empty (and warns "Experiment logs
+directory ... exists and is not empty. Previous log files in this directory will be deleted" on
+every run whose folder already holds `config.yaml`). In this package the folder is the run
 folder, which `dnn_modularity.rundir` already keeps to one run, so the only way an old
 `metrics.csv` can be there is a resumed run: this logger appends to it, keeping every earlier row,
 and never warns. `drop_rows_after(step)` removes rows a crashed run logged after the checkpoint it
@@ -12,15 +18,44 @@ is resumed from, so no epoch appears twice.
 from __future__ import annotations
 
 import csv
+import logging
+import netrc
 import os
+import socket
+import sys
+import threading
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 from lightning.fabric.loggers.logger import rank_zero_experiment
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from omegaconf import DictConfig, OmegaConf
 
-from dnn_modularity.io import read_csv_rows, write_csv_rows
+from dnn_modularity.records import read_csv_rows, write_csv_rows
+from dnn_modularity.rundir import is_rank_zero
+from dnn_modularity.runtime import config_group, instantiate
 
-__all__ = ["RunCSVLogger"]
+__all__ = [
+    "WANDB_CONNECT_TIMEOUT",
+    "WANDB_MODES",
+    "RunCSVLogger",
+    "build_loggers",
+    "default_run_name",
+    "finish_wandb",
+    "log_artifacts",
+    "log_config",
+    "log_table",
+    "make_wandb_logger",
+    "resolve_wandb_mode",
+    "wandb_key_configured",
+    "wandb_server",
+    "wandb_unreachable",
+]
+
+log = logging.getLogger(__name__)
 
 
 class _AppendingWriter(ExperimentWriter):
@@ -74,3 +109,310 @@ class RunCSVLogger(CSVLogger):
                 header = next(csv.reader(handle), [])
             write_csv_rows(self.metrics_file, kept, fieldnames=header)
         return len(rows) - len(kept)
+
+
+#: Valid values of the W&B logger's `mode`.
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+#: Seconds to wait for a TCP connection to the W&B server before logging offline.
+WANDB_CONNECT_TIMEOUT = 3.0
+
+
+def build_loggers(node: Any, save_dir: Path, run_name: str) -> list[Any]:
+    """Instantiate the `logger` group (a mapping name -> `_target_` node).
+
+    Args:
+        node: `cfg.logger` (None/empty: no loggers).
+        save_dir: Replaces `save_dir: null`.
+        run_name: The W&B run name when its `name` is unset.
+
+    Returns:
+        The Lightning loggers, in config order.
+    """
+    loggers = []
+    for name, spec in config_group(node).items():
+        overrides: dict[str, Any] = {}
+        if "save_dir" in spec and spec.save_dir is None:
+            overrides["save_dir"] = str(save_dir)
+        if name == "wandb" and spec.get("name") is None:
+            overrides["name"] = run_name
+        loggers.append(instantiate(spec, **overrides))
+    return loggers
+
+
+def default_run_name(cfg: DictConfig, run_dir: Path) -> str:
+    """The W&B run name when unset: `<name>-<run folder name>` (job number or time)."""
+    return f"{cfg.get('name', 'train')}-{run_dir.name}"
+
+
+def log_config(loggers: Sequence[Any], cfg: DictConfig) -> None:
+    """Record the resolved config as every logger's hyperparameters.
+
+    Args:
+        loggers: Lightning loggers.
+        cfg: The composed config.
+    """
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+
+def wandb_key_configured() -> bool:
+    """True when a W&B API key is set (`WANDB_API_KEY`) or stored in the netrc file."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        auth = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+    return bool(auth and auth[2])
+
+
+def resolve_wandb_mode(mode: str = "auto") -> str:
+    """Resolve "auto": `WANDB_MODE` if set, else online with an API key configured, else offline.
+
+    Args:
+        mode: "auto", "online", "offline" or "disabled".
+
+    Returns:
+        The mode to pass to `wandb.init`.
+
+    Raises:
+        ValueError: An unknown mode (the message lists the valid ones).
+    """
+    if mode not in WANDB_MODES:
+        raise ValueError(f"wandb mode {mode!r} is not one of {WANDB_MODES}")
+    if mode != "auto":
+        return mode
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env in ("online", "offline", "disabled", "dryrun"):
+        return "offline" if env == "dryrun" else env
+    return "online" if wandb_key_configured() else "offline"
+
+
+def wandb_server() -> tuple[str, int]:
+    """Host and port of the W&B server (`WANDB_BASE_URL`, default https://api.wandb.ai)."""
+    url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
+    parsed = urllib.parse.urlsplit(url if "://" in url else f"https://{url}")
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
+    return parsed.hostname or "api.wandb.ai", port
+
+
+def wandb_unreachable(timeout: float = WANDB_CONNECT_TIMEOUT) -> str | None:
+    """Why the W&B server cannot be reached (a TCP connection within `timeout` s), or None.
+
+    A compute node without internet access makes `wandb.init` retry for minutes and then fail;
+    this check answers in at most `timeout` seconds (name resolution included).
+
+    Args:
+        timeout: Seconds to wait for the connection.
+
+    Returns:
+        None when a connection opened, else a short reason naming the server.
+    """
+    host, port = wandb_server()
+    outcome: list[str | None] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome.append(None)
+        except OSError as err:
+            outcome.append(f"{type(err).__name__}: {err}")
+
+    # A thread bounds name resolution too (getaddrinfo has no timeout of its own).
+    worker = threading.Thread(target=connect, daemon=True, name="wandb-reachable")
+    worker.start()
+    worker.join(timeout + 0.5)
+    if not outcome:
+        return f"{host}:{port} did not answer within {timeout:g} s"
+    return None if outcome[0] is None else f"{host}:{port}: {outcome[0]}"
+
+
+def make_wandb_logger(
+    save_dir: str | os.PathLike[str] | None = None,
+    project: str = "dnn-modularity",
+    entity: str | None = None,
+    group: str | None = None,
+    name: str | None = None,
+    tags: list[str] | None = None,
+    mode: str = "auto",
+    log_model: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Lightning `WandbLogger`: online with a reachable server and an API key, else offline.
+
+    Online mode is checked up front (rank zero): when the W&B server does not accept a
+    connection within `WANDB_CONNECT_TIMEOUT` seconds (a compute node without internet access),
+    or the online run cannot be started, the logger falls back to offline mode with one warning
+    line saying how to sync later - the training run is never lost to the logger.
+
+    Args:
+        save_dir: Folder receiving `wandb/` (the run directory).
+        project: W&B project.
+        entity: W&B entity (team/user); None: the default.
+        group: Run group (the experiment name).
+        name: Run name.
+        tags: Run tags.
+        mode: See `resolve_wandb_mode`.
+        log_model: Upload checkpoints as artifacts (Lightning's option).
+        **kwargs: Passed on to `wandb.init`.
+
+    Returns:
+        A `lightning.pytorch.loggers.WandbLogger`.
+    """
+    resolved = resolve_wandb_mode(mode)
+    save_dir = Path(save_dir) if save_dir is not None else Path.cwd()
+    save_dir.mkdir(parents=True, exist_ok=True)
+    if resolved == "disabled":
+        kwargs["mode"] = "disabled"
+
+    def build(offline: bool, fallback: bool = False) -> Any:
+        return WandbLogger(
+            save_dir=str(save_dir),
+            project=project,
+            entity=entity,
+            group=group,
+            name=name,
+            tags=list(tags) if tags else None,
+            offline=offline,
+            log_model=log_model and not fallback,  # offline runs cannot upload checkpoints
+            **kwargs,
+        )
+
+    if resolved != "online" or not is_rank_zero():
+        return build(offline=resolved == "offline")
+    how = (
+        f"logging offline to {save_dir / 'wandb'} (upload later with "
+        f"`wandb sync {save_dir / 'wandb'}/offline-run-*`)"
+    )
+    reason = wandb_unreachable()
+    if reason is not None:
+        log.warning("W&B server unreachable (%s): %s", reason, how)
+        return build(offline=True, fallback=True)
+    logger = build(offline=False)
+    try:
+        logger.experiment  # noqa: B018  (starts the online run now, while it can still fall back)
+    except Exception as err:  # any failure to start online must not cost the training run
+        log.warning("W&B run could not start online (%r): %s", err, how)
+        _finish_quietly()
+        return build(offline=True, fallback=True)
+    return logger
+
+
+def _finish_quietly() -> None:
+    """Close a half-started W&B run, ignoring errors (it failed already)."""
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=1, quiet=True)
+    except Exception:  # it failed already; nothing left to report
+        pass
+
+
+def finish_wandb(loggers: Sequence[Any]) -> None:
+    """Close the W&B run (also after an error) so that the next job of a sweep starts cleanly.
+
+    The exit code is 1 when called while an exception is being handled (a `finally` block after
+    a failure), else 0. A failure to close is printed, never raised.
+
+    Args:
+        loggers: The run's Lightning loggers (nothing happens without a `WandbLogger`).
+    """
+    if not any(isinstance(lg, WandbLogger) for lg in loggers):
+        return
+    try:
+        import wandb
+
+        if wandb.run is not None:
+            wandb.finish(exit_code=0 if sys.exc_info()[0] is None else 1)
+    except Exception as err:  # closing must never mask the run's own outcome
+        print(f"warning: closing the W&B run failed: {err!r}", file=sys.stderr)
+
+
+def log_artifacts(
+    loggers: Sequence[Any],
+    prefix: str,
+    *,
+    metrics: dict[str, float] | None = None,
+    pngs: dict[str, Path] | None = None,
+    files: Sequence[Path] = (),
+    tables: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    columns: Mapping[str, Sequence[str]] | None = None,
+    step: int | None = 0,
+    close: bool = True,
+) -> None:
+    """Send metrics, figures (PNG), GIFs and tables to Lightning loggers, then close them.
+
+    W&B gets images (``log_image``), GIFs (``wandb.Video``) and tables (``log_table``);
+    TensorBoard gets images (``add_image``); every logger gets the metrics (``log_metrics``).
+
+    Args:
+        loggers: Lightning loggers.
+        prefix: Key prefix (analysis name).
+        metrics: Flat metric keys -> values.
+        pngs: Figure name -> PNG path.
+        files: Other written files (GIFs are logged).
+        tables: Table name -> rows.
+        columns: Table name -> its columns in order (default: every key of its rows).
+        step: The metrics' step (None: the logger's own counter).
+        close: Finalize the loggers and close the W&B run afterwards (False: the caller does).
+    """
+    if not loggers:
+        return
+    import numpy as np
+    from PIL import Image
+
+    metrics = {k: float(v) for k, v in (metrics or {}).items() if v is not None}
+    for logger in loggers:
+        kind = type(logger).__name__
+        if metrics:
+            logger.log_metrics(metrics, step=step)
+        if kind == "WandbLogger":
+            import wandb
+
+            for name, png in (pngs or {}).items():
+                logger.log_image(key=f"{prefix}/{name}", images=[str(png)])
+            for path in files:
+                if str(path).endswith(".gif"):
+                    logger.experiment.log(
+                        {f"{prefix}/{Path(path).stem}": wandb.Video(str(path), format="gif")}
+                    )
+            for name, rows in (tables or {}).items():
+                log_table(logger, f"{prefix}/{name}", rows, (columns or {}).get(name))
+        elif kind == "TensorBoardLogger":
+            for name, png in (pngs or {}).items():
+                image = np.asarray(Image.open(png).convert("RGB"))
+                logger.experiment.add_image(f"{prefix}/{name}", image, 0, dataformats="HWC")
+        logger.save()
+        if close:
+            logger.finalize("success")
+    if close:
+        finish_wandb(loggers)
+
+
+def log_table(
+    logger: Any, key: str, rows: Sequence[Mapping[str, Any]], columns: Sequence[str] | None = None
+) -> None:
+    """Log `rows` as one W&B table `key` (nothing for other loggers or no rows).
+
+    Args:
+        logger: A Lightning logger.
+        key: The table's key (e.g. `pruning/table`).
+        rows: One dict per table row.
+        columns: The columns, in order (default: every key of the rows, in first-seen order).
+    """
+    if not rows or not isinstance(logger, WandbLogger):
+        return
+    columns = list(columns or dict.fromkeys(k for r in rows for k in r))
+    data = [[_cell(r.get(c)) for c in columns] for r in rows]
+    logger.log_table(key=key, columns=columns, data=data)
+
+
+def _cell(value: Any) -> Any:
+    """A table cell W&B accepts: plain values as they are, anything else as its text."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

@@ -200,7 +200,7 @@ def claim_run_dir(
                 "start this one in another folder"
             ) from None
     if config_text is not None:
-        from dnn_modularity.io import atomic_write_text
+        from dnn_modularity.records import atomic_write_text
 
         atomic_write_text(claim_file, config_text)
     return folder

@@ -1,21 +1,17 @@
-"""Run plumbing shared by the entry points (`train`, `prune`, `analyze`, `report`).
+"""Run plumbing shared by the commands (`train`, `prune`, `analyze`, `report`).
 
 One place for what every Hydra command does around its own work: find `conf/`, instantiate
-config nodes with readable errors, pick and prepare the run folder, build the Lightning loggers,
-callbacks and trainer of the `logger` / `callbacks` / `trainer` groups, apply the torch settings,
-and close the W&B run (online automatically when an API key is configured, else offline).
+config nodes with readable errors, pick and prepare the run folder, build the Lightning callbacks,
+classifier and trainer of the `callbacks` / `trainer` groups, apply the torch settings, and fit +
+test a classifier (`fit_and_test`, used by `train` and by `prune`'s fine-tuning). Loggers (W&B,
+CSV, TensorBoard) are `dnn_modularity.loggers`.
 """
 
 from __future__ import annotations
 
-import logging
-import netrc
-import os
-import socket
-import sys
-import threading
-import urllib.parse
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,46 +23,30 @@ from dnn_modularity.rundir import claim_run_dir, is_rank_zero, run_stamp
 
 __all__ = [
     "CONF_DIR",
-    "WANDB_CONNECT_TIMEOUT",
-    "WANDB_MODES",
+    "FitResult",
     "OutputsMissingError",
     "build_callbacks",
     "build_classifier",
-    "build_loggers",
     "build_trainer",
     "checkpoint_files",
     "claim_config_run_dir",
     "config_group",
     "configure_torch",
-    "default_run_name",
-    "finish_wandb",
+    "fit_and_test",
     "hydra_config",
     "instantiate",
     "is_rank_zero",
-    "log_config",
-    "make_wandb_logger",
     "missing_outputs",
     "plain_or_none",
     "prepare_run_dir",
     "require_outputs",
     "resolve_run_dir",
-    "resolve_wandb_mode",
-    "wandb_key_configured",
-    "wandb_server",
-    "wandb_unreachable",
 ]
 
 #: The Hydra config folder (see `dnn_modularity.config_dir`: `$DNN_MODULARITY_CONF`, else the
 #: checkout's `conf/`, else the copy installed with the package), read once at import.
 CONF_DIR = config_dir()
 
-#: Valid values of the W&B logger's `mode`.
-WANDB_MODES = ("auto", "online", "offline", "disabled")
-
-#: Seconds to wait for a TCP connection to the W&B server before logging offline.
-WANDB_CONNECT_TIMEOUT = 3.0
-
-log = logging.getLogger(__name__)
 
 #: Default folders (inside the run directory) of the checkpoint callbacks with `dirpath: null`.
 _CHECKPOINT_DIRS = {
@@ -299,42 +279,6 @@ def configure_torch(cfg: DictConfig) -> None:
 
 
 # --- Lightning objects -----------------------------------------------------------------------
-def build_loggers(node: Any, save_dir: Path, run_name: str) -> list[Any]:
-    """Instantiate the `logger` group (a mapping name -> `_target_` node).
-
-    Args:
-        node: `cfg.logger` (None/empty: no loggers).
-        save_dir: Replaces `save_dir: null`.
-        run_name: The W&B run name when its `name` is unset.
-
-    Returns:
-        The Lightning loggers, in config order.
-    """
-    loggers = []
-    for name, spec in config_group(node).items():
-        overrides: dict[str, Any] = {}
-        if "save_dir" in spec and spec.save_dir is None:
-            overrides["save_dir"] = str(save_dir)
-        if name == "wandb" and spec.get("name") is None:
-            overrides["name"] = run_name
-        loggers.append(instantiate(spec, **overrides))
-    return loggers
-
-
-def default_run_name(cfg: DictConfig, run_dir: Path) -> str:
-    """The W&B run name when unset: `<name>-<run folder name>` (job number or time)."""
-    return f"{cfg.get('name', 'train')}-{run_dir.name}"
-
-
-def log_config(loggers: Sequence[Any], cfg: DictConfig) -> None:
-    """Record the resolved config as every logger's hyperparameters.
-
-    Args:
-        loggers: Lightning loggers.
-        cfg: The composed config.
-    """
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
 
 def build_callbacks(node: Any, run_dir: Path) -> list[Any]:
@@ -433,181 +377,69 @@ def build_classifier(
     return module
 
 
-# --- W&B -------------------------------------------------------------------------------------
-def wandb_key_configured() -> bool:
-    """True when a W&B API key is set (`WANDB_API_KEY`) or stored in the netrc file."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
-    try:
-        auth = netrc.netrc(os.environ.get("NETRC")).authenticators(host)
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
-    return bool(auth and auth[2])
+# --- fit and test ----------------------------------------------------------------------------
+@dataclass
+class FitResult:
+    """What `fit_and_test` did.
+
+    Attributes:
+        seconds: Wall time of `trainer.fit`.
+        test: The test metrics (`test/acc`, `test/loss`, ...; empty when not tested).
+        tested_ckpt: The checkpoint the test read (`test_ckpt=best`), None for the final weights.
+    """
+
+    seconds: float
+    test: dict[str, float]
+    tested_ckpt: str | None
 
 
-def resolve_wandb_mode(mode: str = "auto") -> str:
-    """Resolve "auto": `WANDB_MODE` if set, else online with an API key configured, else offline.
+def fit_and_test(
+    trainer: Any,
+    module: Any,
+    datamodule: Any,
+    run_dir: Path,
+    *,
+    ckpt_path: str | None = None,
+    test: bool = True,
+    test_ckpt: str = "last",
+    final_ckpt: Path | None = None,
+) -> FitResult:
+    """Fit `module`, check every checkpoint the run reports exists, then test it.
+
+    Used by `train` and by `prune`'s fine-tuning, so both test the same weights the same way.
 
     Args:
-        mode: "auto", "online", "offline" or "disabled".
+        trainer: A `lightning.pytorch.Trainer` (see `build_trainer`).
+        module: The LightningModule.
+        datamodule: The LightningDataModule.
+        run_dir: The run folder (for the missing-outputs message).
+        ckpt_path: Checkpoint to resume from (read with `weights_only=True`: no code runs).
+        test: Test after fitting.
+        test_ckpt: `last` (the final weights) or `best` (the best `val/acc` checkpoint).
+        final_ckpt: Also save the final weights here (whatever the checkpoint callbacks keep).
 
     Returns:
-        The mode to pass to `wandb.init`.
+        The `FitResult`.
 
     Raises:
-        ValueError: An unknown mode (the message lists the valid ones).
+        OutputsMissingError: A checkpoint the run reports was not written (Lightning skips a
+            checkpoint it may not write without an error); raised on every rank together.
     """
-    if mode not in WANDB_MODES:
-        raise ValueError(f"wandb mode {mode!r} is not one of {WANDB_MODES}")
-    if mode != "auto":
-        return mode
-    env = os.environ.get("WANDB_MODE", "").strip().lower()
-    if env in ("online", "offline", "disabled", "dryrun"):
-        return "offline" if env == "dryrun" else env
-    return "online" if wandb_key_configured() else "offline"
-
-
-def wandb_server() -> tuple[str, int]:
-    """Host and port of the W&B server (`WANDB_BASE_URL`, default https://api.wandb.ai)."""
-    url = os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
-    parsed = urllib.parse.urlsplit(url if "://" in url else f"https://{url}")
-    port = parsed.port or (80 if parsed.scheme == "http" else 443)
-    return parsed.hostname or "api.wandb.ai", port
-
-
-def wandb_unreachable(timeout: float = WANDB_CONNECT_TIMEOUT) -> str | None:
-    """Why the W&B server cannot be reached (a TCP connection within `timeout` s), or None.
-
-    A compute node without internet access makes `wandb.init` retry for minutes and then fail;
-    this check answers in at most `timeout` seconds (name resolution included).
-
-    Args:
-        timeout: Seconds to wait for the connection.
-
-    Returns:
-        None when a connection opened, else a short reason naming the server.
-    """
-    host, port = wandb_server()
-    outcome: list[str | None] = []
-
-    def connect() -> None:
-        try:
-            with socket.create_connection((host, port), timeout=timeout):
-                outcome.append(None)
-        except OSError as err:
-            outcome.append(f"{type(err).__name__}: {err}")
-
-    # A thread bounds name resolution too (getaddrinfo has no timeout of its own).
-    worker = threading.Thread(target=connect, daemon=True, name="wandb-reachable")
-    worker.start()
-    worker.join(timeout + 0.5)
-    if not outcome:
-        return f"{host}:{port} did not answer within {timeout:g} s"
-    return None if outcome[0] is None else f"{host}:{port}: {outcome[0]}"
-
-
-def make_wandb_logger(
-    save_dir: str | os.PathLike[str] | None = None,
-    project: str = "dnn-modularity",
-    entity: str | None = None,
-    group: str | None = None,
-    name: str | None = None,
-    tags: list[str] | None = None,
-    mode: str = "auto",
-    log_model: bool = False,
-    **kwargs: Any,
-) -> Any:
-    """Lightning `WandbLogger`: online with a reachable server and an API key, else offline.
-
-    Online mode is checked up front (rank zero): when the W&B server does not accept a
-    connection within `WANDB_CONNECT_TIMEOUT` seconds (a compute node without internet access),
-    or the online run cannot be started, the logger falls back to offline mode with one warning
-    line saying how to sync later - the training run is never lost to the logger.
-
-    Args:
-        save_dir: Folder receiving `wandb/` (the run directory).
-        project: W&B project.
-        entity: W&B entity (team/user); None: the default.
-        group: Run group (the experiment name).
-        name: Run name.
-        tags: Run tags.
-        mode: See `resolve_wandb_mode`.
-        log_model: Upload checkpoints as artifacts (Lightning's option).
-        **kwargs: Passed on to `wandb.init`.
-
-    Returns:
-        A `lightning.pytorch.loggers.WandbLogger`.
-    """
-    from lightning.pytorch.loggers import WandbLogger
-
-    resolved = resolve_wandb_mode(mode)
-    save_dir = Path(save_dir) if save_dir is not None else Path.cwd()
-    save_dir.mkdir(parents=True, exist_ok=True)
-    if resolved == "disabled":
-        kwargs["mode"] = "disabled"
-
-    def build(offline: bool, fallback: bool = False) -> Any:
-        return WandbLogger(
-            save_dir=str(save_dir),
-            project=project,
-            entity=entity,
-            group=group,
-            name=name,
-            tags=list(tags) if tags else None,
-            offline=offline,
-            log_model=log_model and not fallback,  # offline runs cannot upload checkpoints
-            **kwargs,
-        )
-
-    if resolved != "online" or not is_rank_zero():
-        return build(offline=resolved == "offline")
-    how = (
-        f"logging offline to {save_dir / 'wandb'} (upload later with "
-        f"`wandb sync {save_dir / 'wandb'}/offline-run-*`)"
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    seconds = time.perf_counter() - start
+    expected = checkpoint_files(trainer)
+    if final_ckpt is not None:
+        trainer.save_checkpoint(str(final_ckpt), weights_only=False)
+        expected["final checkpoint"] = str(final_ckpt)
+    missing = missing_outputs(expected) if trainer.is_global_zero else {}
+    require_outputs(trainer.strategy.broadcast(missing, src=0), run_dir)
+    if not test:
+        return FitResult(seconds, {}, None)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "")
+    tested = best if test_ckpt == "best" and best else None
+    results = trainer.test(
+        module, datamodule=datamodule, ckpt_path=tested, verbose=False, weights_only=True
     )
-    reason = wandb_unreachable()
-    if reason is not None:
-        log.warning("W&B server unreachable (%s): %s", reason, how)
-        return build(offline=True, fallback=True)
-    logger = build(offline=False)
-    try:
-        logger.experiment  # noqa: B018  (starts the online run now, while it can still fall back)
-    except Exception as err:  # any failure to start online must not cost the training run
-        log.warning("W&B run could not start online (%r): %s", err, how)
-        _finish_quietly()
-        return build(offline=True, fallback=True)
-    return logger
-
-
-def _finish_quietly() -> None:
-    """Close a half-started W&B run, ignoring errors (it failed already)."""
-    try:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish(exit_code=1, quiet=True)
-    except Exception:  # it failed already; nothing left to report
-        pass
-
-
-def finish_wandb(loggers: Sequence[Any]) -> None:
-    """Close the W&B run (also after an error) so that the next job of a sweep starts cleanly.
-
-    The exit code is 1 when called while an exception is being handled (a `finally` block after
-    a failure), else 0. A failure to close is printed, never raised.
-
-    Args:
-        loggers: The run's Lightning loggers (nothing happens without a `WandbLogger`).
-    """
-    from lightning.pytorch.loggers import WandbLogger
-
-    if not any(isinstance(lg, WandbLogger) for lg in loggers):
-        return
-    try:
-        import wandb
-
-        if wandb.run is not None:
-            wandb.finish(exit_code=0 if sys.exc_info()[0] is None else 1)
-    except Exception as err:  # closing must never mask the run's own outcome
-        print(f"warning: closing the W&B run failed: {err!r}", file=sys.stderr)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    return FitResult(seconds, metrics, tested)

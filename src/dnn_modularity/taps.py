@@ -42,7 +42,6 @@ import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,8 +57,13 @@ from torch.nn.modules.pooling import (
 )
 from torch.utils.hooks import RemovableHandle
 
-from .models._base import TAP_MODES
-from .models.normalized import Normalized
+from dnn_modularity.models._base import TAP_MODES
+from dnn_modularity.models.unwrap import eval_mode as _eval_mode
+from dnn_modularity.models.unwrap import (
+    module_device,
+    strip_runtime_wrappers,
+    unwrap_model,
+)
 
 __all__ = [
     "SELECTORS",
@@ -127,52 +131,6 @@ SELECTORS: dict[str, Callable[[str, nn.Module], bool]] = {
 # ------------------------------------------------------------------------------------------
 # Unwrapping
 # ------------------------------------------------------------------------------------------
-def _strip_runtime_wrappers(model: nn.Module) -> nn.Module:
-    """Look through DDP/DataParallel, torch.compile and Lightning strategy wrappers.
-
-    The result is the module to *call* for an eager forward pass with the same maths (the
-    normalisation of a :class:`Normalized` is kept).
-    """
-    while True:
-        orig = getattr(model, "_orig_mod", None)
-        if isinstance(orig, nn.Module):
-            model = orig
-            continue
-        fwd = getattr(model, "_forward_module", None)
-        if isinstance(fwd, nn.Module) and not hasattr(model, "tap_points"):
-            model = fwd
-            continue
-        inner = getattr(model, "module", None)
-        if isinstance(inner, nn.Module) and (
-            isinstance(model, nn.DataParallel | nn.parallel.DistributedDataParallel)
-            or (not hasattr(model, "tap_points") and list(model.children()) == [inner])
-        ):
-            model = inner
-            continue
-        return model
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The bare network whose module names the taps use.
-
-    Looks through DDP/DataParallel (``.module``), ``torch.compile`` (``._orig_mod``), Lightning
-    strategy wrappers (``._forward_module``), :class:`Normalized` (``.net``) and any module without
-    ``tap_points`` that holds a network with ``tap_points`` as ``.net``.
-    """
-    while True:
-        model = _strip_runtime_wrappers(model)
-        if isinstance(model, Normalized):
-            model = model.net
-            continue
-        net = getattr(model, "net", None)
-        if (
-            not hasattr(model, "tap_points")
-            and isinstance(net, nn.Module)
-            and hasattr(_strip_runtime_wrappers(net), "tap_points")
-        ):
-            model = net
-            continue
-        return model
 
 
 # ------------------------------------------------------------------------------------------
@@ -446,29 +404,6 @@ class _StopForward(Exception):
     """Raised by a hook to end a forward pass right after the tapped module."""
 
 
-@contextmanager
-def _eval_mode(model: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Put ``model`` in eval mode and restore every submodule's flag afterwards."""
-    if not enabled:
-        yield
-        return
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in modes:
-            m.training = training
-
-
-def _model_device(model: nn.Module) -> torch.device | None:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
-    return None
-
-
 def _batch_input(batch: Any) -> Tensor:
     if isinstance(batch, Tensor):
         return batch
@@ -516,7 +451,7 @@ def iter_layer_features(
         ValueError: for a shuffling DataLoader or no batches.
     """
     points = resolve_taps(model, taps, layers=layers)
-    runner = _strip_runtime_wrappers(model)
+    runner = strip_runtime_wrappers(model)
     if isinstance(getattr(batches, "sampler", None), torch.utils.data.RandomSampler):
         raise ValueError(
             "batches is a shuffling DataLoader: every layer re-reads the batches, so the rows "
@@ -524,7 +459,7 @@ def iter_layer_features(
         )
     if iter(batches) is batches:  # type: ignore[comparison-overlap]
         batches = list(batches)
-    device = _model_device(runner)
+    device = module_device(runner, None)
     for point in points:
         chunks: list[Tensor] = []
 
@@ -581,8 +516,8 @@ def feature_dims(
         taps: see :func:`resolve_taps`.
         layers: optional subset.
     """
-    runner = _strip_runtime_wrappers(model)
-    device = _model_device(runner)
+    runner = strip_runtime_wrappers(model)
+    device = module_device(runner, None)
     x = torch.zeros((1, *input_shape), device=device)
     with torch.no_grad(), _eval_mode(runner), LayerTaps(model, taps, layers=layers) as lt:
         runner(x)

@@ -13,34 +13,36 @@ Tests and scripts call the plain `train(cfg)` with a config composed by `hydra.c
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from dnn_modularity.io import write_json
+from dnn_modularity.loggers import (
+    build_loggers,
+    default_run_name,
+    finish_wandb,
+    log_config,
+    make_wandb_logger,
+    resolve_wandb_mode,
+)
+from dnn_modularity.records import write_json
 from dnn_modularity.runtime import (
     CONF_DIR,
     build_callbacks,
     build_classifier,
-    build_loggers,
     build_trainer,
     checkpoint_files,
     configure_torch,
-    default_run_name,
-    finish_wandb,
+    fit_and_test,
     hydra_config,
     instantiate,
     is_rank_zero,
-    log_config,
-    make_wandb_logger,
     missing_outputs,
     prepare_run_dir,
     require_outputs,
     resolve_run_dir,
-    resolve_wandb_mode,
 )
 
 __all__ = [
@@ -185,27 +187,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             csv_logger.drop_rows_after(int(resume.get("global_step", 0)))
         log_config(loggers, cfg)
         trainer = build_trainer(cfg.trainer, run_dir, callbacks=callbacks, loggers=loggers)
-        start = time.perf_counter()
-        # weights_only=True: resuming reads tensors and plain containers only (no code).
-        trainer.fit(
-            module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True
+        # weights_only=True inside: resuming reads tensors and plain containers only (no code).
+        fitted = fit_and_test(
+            trainer,
+            module,
+            datamodule,
+            run_dir,
+            ckpt_path=cfg.get("ckpt_path"),
+            test=bool(cfg.get("test", True)),
+            test_ckpt=str(cfg.get("test_ckpt", "last")),
         )
-        fit_seconds = time.perf_counter() - start
-        # Lightning ignores a checkpoint it could not write (a PermissionError while saving):
-        # fail here, on every rank together, rather than report weights that do not exist.
-        missing = missing_outputs(checkpoint_files(trainer)) if trainer.is_global_zero else []
-        require_outputs(trainer.strategy.broadcast(missing, src=0), run_dir)
-
-        test_metrics: dict[str, float] = {}
-        if cfg.get("test", True):
-            ckpt = None
-            best = getattr(trainer.checkpoint_callback, "best_model_path", "")
-            if cfg.get("test_ckpt", "last") == "best" and best:
-                ckpt = best
-            results = trainer.test(
-                module, datamodule=datamodule, ckpt_path=ckpt, verbose=False, weights_only=True
-            )
-            test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+        fit_seconds, test_metrics = fitted.seconds, fitted.test
 
         monitor = monitors[0] if monitors else None
         measured = monitor is not None and bool(monitor.history)

@@ -18,7 +18,7 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from dnn_modularity.analyze import CONF_DIR, analyze
-from dnn_modularity.io import read_csv_rows
+from dnn_modularity.records import read_csv_rows
 
 pytestmark = pytest.mark.slow
 

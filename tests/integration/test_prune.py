@@ -13,9 +13,10 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from dnn_modularity.data import DigitsDataModule
-from dnn_modularity.io import read_csv_rows, write_csv_rows
 from dnn_modularity.models.classifier import ImageClassifier, load_classifier
-from dnn_modularity.prune import CONF_DIR, TABLE_COLUMNS, prune
+from dnn_modularity.prune import CONF_DIR, prune
+from dnn_modularity.pruning.table import TABLE_COLUMNS
+from dnn_modularity.records import read_csv_rows, write_csv_rows
 
 QUIET = [
     "trainer.enable_progress_bar=false",

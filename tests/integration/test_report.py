@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from dnn_modularity.analyze import CONF_DIR
-from dnn_modularity.io import read_csv_rows
+from dnn_modularity.records import read_csv_rows
 from dnn_modularity.report import build_report, find_jobs, swept_settings
 
 REPO = CONF_DIR.parent

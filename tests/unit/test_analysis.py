@@ -17,14 +17,7 @@ from PIL import Image
 from torch import nn
 
 from dnn_modularity.analysis.adversarial import adversarial_analysis
-from dnn_modularity.analysis.common import (
-    ROW_COLUMNS,
-    interval95,
-    metric_key,
-    random_init_like,
-    save_output,
-    summarize_rows,
-)
+from dnn_modularity.analysis.common import interval95, random_init_like, save_output, summarize_rows
 from dnn_modularity.analysis.curve import curve_analysis, rise
 from dnn_modularity.analysis.difference import difference_analysis
 from dnn_modularity.analysis.dynamics import (
@@ -37,9 +30,10 @@ from dnn_modularity.analysis.histograms import histogram_analysis
 from dnn_modularity.analysis.ring import ring_analysis
 from dnn_modularity.data import DigitsDataModule
 from dnn_modularity.data.probe import ProbeSet
-from dnn_modularity.io import read_csv_rows, write_csv_rows
 from dnn_modularity.models import Normalized, build_model
-from dnn_modularity.plots_analysis import DPI, INTER_CLASS_COLOR, class_palette
+from dnn_modularity.plots.curves import DPI
+from dnn_modularity.plots.ring import INTER_CLASS_COLOR, class_palette
+from dnn_modularity.records import ROW_COLUMNS, metric_key, read_csv_rows, write_csv_rows
 
 NUM_LAYERS = 10  # resnet20 block taps: stem + 9 residual blocks
 

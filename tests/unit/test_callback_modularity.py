@@ -12,10 +12,10 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from dnn_modularity.callbacks import ModularityMonitor, rows_to_matrix
-from dnn_modularity.callbacks.modularity import CSV_COLUMNS
 from dnn_modularity.data import DigitsDataModule
 from dnn_modularity.graph import knn_modularity
 from dnn_modularity.models.classifier import ImageClassifier
+from dnn_modularity.records import CSV_COLUMNS
 from dnn_modularity.taps import LayerTaps
 
 

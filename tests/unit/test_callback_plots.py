@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from dnn_modularity.plots import MAX_LEGEND_ENTRIES, plot_curves, plot_heatmap
+from dnn_modularity.plots.curves import MAX_LEGEND_ENTRIES, plot_curves, plot_heatmap
 
 
 def test_plot_curves_lines_legend_and_band() -> None:

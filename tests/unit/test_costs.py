@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dnn_modularity.costs import Costs, count_costs
 from dnn_modularity.models import Normalized, build_model, resnet56
+from dnn_modularity.pruning.costs import Costs, count_costs
 
 CIFAR = (3, 32, 32)
 

@@ -1,4 +1,4 @@
-"""dnn_modularity.io: atomic text/bytes/JSON/CSV/figure writers."""
+"""dnn_modularity.records: atomic text/bytes/JSON/CSV/figure writers."""
 
 from __future__ import annotations
 
@@ -10,33 +10,33 @@ from pathlib import Path
 import pytest
 import torch
 
-from dnn_modularity import io
+from dnn_modularity import records
 
 
 def test_atomic_write_text_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     target = tmp_path / "sub" / "a.txt"
-    io.atomic_write_text(target, "one")
-    io.atomic_write_text(target, "two")
+    records.atomic_write_text(target, "one")
+    records.atomic_write_text(target, "two")
     assert target.read_text() == "two"
     assert [p.name for p in target.parent.iterdir()] == ["a.txt"]
 
 
 def test_atomic_write_keeps_old_content_when_writing_fails(tmp_path: Path, monkeypatch) -> None:
     target = tmp_path / "a.bin"
-    io.atomic_write_bytes(target, b"old")
+    records.atomic_write_bytes(target, b"old")
 
     def boom(src, dst):  # the final rename fails (disk full, killed, ...)
         raise OSError("replace failed")
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError, match="replace failed"):
-        io.atomic_write_bytes(target, b"new")
+        records.atomic_write_bytes(target, b"new")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]  # temp file removed
 
 
 def test_write_json_converts_tensors_paths_and_nonfinite(tmp_path: Path) -> None:
-    path = io.write_json(
+    path = records.write_json(
         tmp_path / "r.json",
         {"t": torch.tensor([1.5, 2.0]), "p": tmp_path, "nan": math.nan, "n": (1, 2)},
     )
@@ -46,18 +46,18 @@ def test_write_json_converts_tensors_paths_and_nonfinite(tmp_path: Path) -> None
 
 def test_append_csv_rows_appends_and_extends_header(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
-    io.append_csv_rows(path, [{"epoch": 0, "q": 0.1}], fieldnames=["epoch", "q", "M"])
-    io.append_csv_rows(path, [{"epoch": 1, "q": torch.tensor(0.25), "extra": "x"}])
-    rows = io.read_csv_rows(path)
+    records.append_csv_rows(path, [{"epoch": 0, "q": 0.1}], fieldnames=["epoch", "q", "M"])
+    records.append_csv_rows(path, [{"epoch": 1, "q": torch.tensor(0.25), "extra": "x"}])
+    rows = records.read_csv_rows(path)
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert rows[0]["M"] == "" and rows[1]["q"] == "0.25"
     assert path.read_text().splitlines()[0] == "epoch,q,M,extra"
 
 
 def test_write_csv_rows_none_becomes_empty(tmp_path: Path) -> None:
-    path = io.write_csv_rows(tmp_path / "x.csv", [{"a": None, "b": 2}])
+    path = records.write_csv_rows(tmp_path / "x.csv", [{"a": None, "b": 2}])
     assert path.read_text() == "a,b\n,2\n"
-    assert io.read_csv_rows(tmp_path / "missing.csv") == []
+    assert records.read_csv_rows(tmp_path / "missing.csv") == []
 
 
 def test_atomic_save_figure_writes_png_and_pdf(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_atomic_save_figure_writes_png_and_pdf(tmp_path: Path) -> None:
 
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    paths = io.atomic_save_figure(fig, tmp_path / "figs" / "curve.v1")
+    paths = records.atomic_save_figure(fig, tmp_path / "figs" / "curve.v1")
     plt.close(fig)
     assert [p.name for p in paths] == ["curve.v1.png", "curve.v1.pdf"]
     assert paths[0].read_bytes()[:4] == b"\x89PNG"
@@ -79,19 +79,19 @@ def test_written_files_respect_the_umask(tmp_path: Path, umask: int, mode: int) 
     old = os.umask(umask)
     try:
         paths = [
-            io.atomic_write_text(tmp_path / "config.yaml", "a: 1\n"),
-            io.write_json(tmp_path / "results.json", {"a": 1}),
-            io.write_csv_rows(tmp_path / "m.csv", [{"a": 1}]),
-            io.append_csv_rows(tmp_path / "m.csv", [{"a": 2}]),
+            records.atomic_write_text(tmp_path / "config.yaml", "a: 1\n"),
+            records.write_json(tmp_path / "results.json", {"a": 1}),
+            records.write_csv_rows(tmp_path / "m.csv", [{"a": 1}]),
+            records.append_csv_rows(tmp_path / "m.csv", [{"a": 2}]),
         ]
-        assert io.current_umask() == umask
+        assert records.current_umask() == umask
     finally:
         os.umask(old)
     assert {oct(p.stat().st_mode & 0o777) for p in paths} == {oct(mode)}
 
 
 def test_rewriting_a_file_keeps_its_mode(tmp_path: Path) -> None:
-    path = io.atomic_write_text(tmp_path / "shared.csv", "a\n")
+    path = records.atomic_write_text(tmp_path / "shared.csv", "a\n")
     path.chmod(0o640)  # the user's choice, as open(path, "w") would keep it
-    io.atomic_write_text(path, "b\n")
+    records.atomic_write_text(path, "b\n")
     assert path.stat().st_mode & 0o777 == 0o640

@@ -66,7 +66,7 @@ def test_monitor_records_num_edges_and_density(digits):
 
 def test_ring_and_m_curve_records_carry_the_density(digits):
     from dnn_modularity.analysis.ring import ring_analysis
-    from dnn_modularity.prune import _m_curve_rows
+    from dnn_modularity.pruning.curves import _m_curve_rows
 
     torch.manual_seed(0)
     model = Normalized(build_model("resnet20", num_classes=10, in_channels=1), [0.3], [0.4])

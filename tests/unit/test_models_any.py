@@ -26,7 +26,7 @@ from dnn_modularity.models import (
     default_block_taps,
 )
 from dnn_modularity.models.classifier import ImageClassifier
-from dnn_modularity.pruning import bare_model
+from dnn_modularity.models.unwrap import bare_model
 from dnn_modularity.taps import LayerTaps, feature_dims, iter_layer_features, resolve_taps
 from dnn_modularity.train import check_config
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from dnn_modularity.io import read_csv_rows, write_csv_rows
-from dnn_modularity.prune import delta_m_vs_delta_acc, markdown_table, read_curve_record
+from dnn_modularity.pruning.table import delta_m_vs_delta_acc, markdown_table
+from dnn_modularity.records import read_csv_rows, read_curve_record, write_csv_rows
 
 LAYERS = ["stem", "layer1.0", "layer1.1", "layer1.2"]
 

@@ -12,7 +12,7 @@ from dnn_modularity.callbacks import ModularityMonitor
 from dnn_modularity.callbacks.modularity import _arch_name
 from dnn_modularity.models import Normalized, build_model
 from dnn_modularity.models.classifier import ImageClassifier
-from dnn_modularity.plots import plot_curves
+from dnn_modularity.plots.curves import plot_curves
 from dnn_modularity.reference import authors_curve
 
 LABEL = "authors' curve"

@@ -7,7 +7,7 @@ import io
 import numpy as np
 from matplotlib.collections import LineCollection, PathCollection
 
-from dnn_modularity.plots_analysis import RingLayer, plot_ring_grid
+from dnn_modularity.plots.ring import RingLayer, plot_ring_grid
 
 
 def test_ring_grid_pdf_is_small_with_rasterized_edges_and_vector_text() -> None:

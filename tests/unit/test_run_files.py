@@ -17,16 +17,15 @@ from hydra import compose, initialize_config_dir
 from dnn_modularity import rundir
 from dnn_modularity.callbacks import ModularityMonitor
 from dnn_modularity.checkpoints import NotACheckpointError, load_checkpoint
-from dnn_modularity.loggers import RunCSVLogger
-from dnn_modularity.models.classifier import ImageClassifier, load_classifier
-from dnn_modularity.rundir import RunDirInUseError, claim_run_dir, run_stamp
-from dnn_modularity.runtime import (
-    CONF_DIR,
+from dnn_modularity.loggers import (
     WANDB_CONNECT_TIMEOUT,
+    RunCSVLogger,
     make_wandb_logger,
-    resolve_run_dir,
     wandb_unreachable,
 )
+from dnn_modularity.models.classifier import ImageClassifier, load_classifier
+from dnn_modularity.rundir import RunDirInUseError, claim_run_dir, run_stamp
+from dnn_modularity.runtime import CONF_DIR, resolve_run_dir
 
 NET = {"name": "resnet20", "num_classes": 10, "in_channels": 1}
 
@@ -245,7 +244,7 @@ def test_wandb_without_network_logs_offline_with_one_line(
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{_closed_port()}")
     start = time.perf_counter()
     assert wandb_unreachable() is not None
-    with caplog.at_level("WARNING", logger="dnn_modularity.runtime"):
+    with caplog.at_level("WARNING", logger="dnn_modularity.loggers"):
         logger = make_wandb_logger(save_dir=tmp_path, mode="auto")
     assert time.perf_counter() - start < 2 * WANDB_CONNECT_TIMEOUT + 2
     assert logger._offline
@@ -258,11 +257,11 @@ def test_wandb_run_that_cannot_start_online_falls_back_offline(
 ) -> None:
     import wandb
 
-    from dnn_modularity import runtime
+    from dnn_modularity import loggers
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
-    monkeypatch.setattr(runtime, "wandb_unreachable", lambda: None)  # the server answers, but
+    monkeypatch.setattr(loggers, "wandb_unreachable", lambda: None)  # the server answers, but
     real_init = wandb.init
 
     def init(*args, **kwargs):  # ... the online run cannot start (bad key, server error)
@@ -271,7 +270,7 @@ def test_wandb_run_that_cannot_start_online_falls_back_offline(
         return real_init(*args, **kwargs)
 
     monkeypatch.setattr(wandb, "init", init)
-    with caplog.at_level("WARNING", logger="dnn_modularity.runtime"):
+    with caplog.at_level("WARNING", logger="dnn_modularity.loggers"):
         logger = make_wandb_logger(save_dir=tmp_path, mode="online")
     assert logger._offline
     assert any("could not start online" in r.getMessage() for r in caplog.records)

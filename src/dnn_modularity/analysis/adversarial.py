@@ -35,10 +35,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dnn_modularity.analysis.common import AnalysisOutput, layer_modularity, metric_key
+from dnn_modularity.analysis.common import AnalysisOutput, layer_modularity
 from dnn_modularity.attacks import generate_adversarial, get_spec
-from dnn_modularity.plots_analysis import CurveSeries, plot_adversarial
+from dnn_modularity.plots.analysis import plot_adversarial
+from dnn_modularity.plots.curves import CurveSeries
 from dnn_modularity.progress import Progress
+from dnn_modularity.records import metric_key
 
 __all__ = ["PICKS", "adversarial_analysis", "apply_caps", "run"]
 

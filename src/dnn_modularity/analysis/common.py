@@ -2,7 +2,7 @@
 
 Nothing here re-implements the engine: graphs and modularity come from
 :mod:`dnn_modularity.graph`, layer features from :func:`dnn_modularity.taps.iter_layer_features`
-(one layer in memory at a time), files from :mod:`dnn_modularity.io` (atomic writes).
+(one layer in memory at a time), files from :mod:`dnn_modularity.records` (atomic writes).
 
 Record layout of an analysis run directory::
 
@@ -30,55 +30,25 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dnn_modularity.callbacks.modularity import layer_key
-from dnn_modularity.io import atomic_save_figure, atomic_write_bytes, write_csv_rows, write_json
+from dnn_modularity.models.unwrap import module_device
+from dnn_modularity.records import (
+    ROW_COLUMNS,
+    atomic_save_figure,
+    atomic_write_bytes,
+    write_csv_rows,
+    write_json,
+)
 
 __all__ = [
-    "ROW_COLUMNS",
     "AnalysisOutput",
     "LayerCurve",
     "interval95",
-    "layer_key",
     "layer_modularity",
-    "metric_key",
-    "model_device",
     "random_init_like",
     "save_output",
     "shuffled_labels",
     "summarize_rows",
 ]
-
-#: Leading columns of every tidy record (others follow in first-seen order).
-ROW_COLUMNS: tuple[str, ...] = (
-    "analysis",
-    "variant",
-    "layer_index",
-    "layer",
-    "tap",
-    "N",
-    "k",
-    "metric",
-    "seed",
-    "repeat",
-    "measure",
-    "key",
-    "value",
-)
-
-
-def metric_key(measure: str, index: int, prefix: str | None = None) -> str:
-    """Metric key ``[prefix/]measure/layer_07`` (e.g. ``adv_pgd/modularity/layer_07``)."""
-    key = f"{measure}/{layer_key(index)}"
-    return f"{prefix}/{key}" if prefix else key
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Device of the model's first parameter or buffer (CPU for a parameter-free module)."""
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -129,7 +99,7 @@ def random_init_like(model: nn.Module, seed: int) -> nn.Module:
         fresh = build_model(**config)
     if isinstance(model, Normalized):
         fresh = Normalized(fresh, model.mean.flatten().tolist(), model.std.flatten().tolist())
-    return fresh.to(model_device(model)).eval()
+    return fresh.to(module_device(model)).eval()
 
 
 def interval95(values: Sequence[float]) -> tuple[float, float, float, float]:
@@ -200,7 +170,7 @@ def layer_features(
     from dnn_modularity.taps import iter_layer_features, resolve_taps
 
     model.eval()
-    batches = image_batches(images, batch_size, model_device(model))
+    batches = image_batches(images, batch_size, module_device(model))
     yield from track(
         iter_layer_features(model, batches, taps=taps, dtype=dtype),
         what or f"layer pass (N={len(images)})",
@@ -360,7 +330,7 @@ def save_output(
     Args:
         output: What to write.
         out_dir: Run directory.
-        dpi: PNG resolution (default: the figures' own, :data:`plots_analysis.DPI`).
+        dpi: PNG resolution (default: the figures' own, :data:`plots.curves.DPI`).
         started: ``time.perf_counter()`` at the start of the command: sets
             ``meta["total_seconds"]`` just before the JSON record is written.
 
@@ -369,7 +339,7 @@ def save_output(
     """
     import matplotlib.pyplot as plt
 
-    from dnn_modularity.plots_analysis import DPI
+    from dnn_modularity.plots.curves import DPI
     from dnn_modularity.progress import Progress
 
     out_dir = Path(out_dir)

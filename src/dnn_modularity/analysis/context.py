@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,10 @@ import torch
 from torch import nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, resolve_device, save_output
-from dnn_modularity.io import atomic_write_text
+from dnn_modularity.loggers import build_loggers, log_artifacts
 from dnn_modularity.models.classifier import check_model_fits_data, load_classifier
-from dnn_modularity.runtime import (
-    build_loggers,
-    claim_config_run_dir,
-    finish_wandb,
-    hydra_config,
-    instantiate,
-    resolve_run_dir,
-)
+from dnn_modularity.records import atomic_write_text
+from dnn_modularity.runtime import claim_config_run_dir, hydra_config, instantiate, resolve_run_dir
 
 __all__ = [
     "Context",
@@ -35,7 +29,6 @@ __all__ = [
     "finish",
     "load_context",
     "load_model",
-    "log_artifacts",
     "probe_sets",
 ]
 
@@ -239,68 +232,6 @@ def probe_sets(
         )
         for r in range(int(repeats))
     ]
-
-
-def log_artifacts(
-    loggers: Sequence[Any],
-    prefix: str,
-    *,
-    metrics: dict[str, float] | None = None,
-    pngs: dict[str, Path] | None = None,
-    files: Sequence[Path] = (),
-    tables: dict[str, list[dict[str, Any]]] | None = None,
-) -> None:
-    """Send metrics, figures (PNG), GIFs and tables to Lightning loggers, then close them.
-
-    W&B gets images (``log_image``), GIFs (``wandb.Video``) and tables (``log_table``);
-    TensorBoard gets images (``add_image``); every logger gets the metrics (``log_metrics``).
-
-    Args:
-        loggers: Lightning loggers.
-        prefix: Key prefix (analysis name).
-        metrics: Flat metric keys -> values.
-        pngs: Figure name -> PNG path.
-        files: Other written files (GIFs are logged).
-        tables: Table name -> rows.
-    """
-    if not loggers:
-        return
-    import numpy as np
-    from PIL import Image
-
-    metrics = {k: float(v) for k, v in (metrics or {}).items() if v is not None}
-    for logger in loggers:
-        kind = type(logger).__name__
-        if metrics:
-            logger.log_metrics(metrics, step=0)
-        if kind == "WandbLogger":
-            import wandb
-
-            for name, png in (pngs or {}).items():
-                logger.log_image(key=f"{prefix}/{name}", images=[str(png)])
-            for path in files:
-                if str(path).endswith(".gif"):
-                    logger.experiment.log(
-                        {f"{prefix}/{Path(path).stem}": wandb.Video(str(path), format="gif")}
-                    )
-            for name, rows in (tables or {}).items():
-                if rows:
-                    columns = list(dict.fromkeys(k for r in rows for k in r))
-                    data = [[_cell(r.get(c)) for c in columns] for r in rows]
-                    logger.log_table(key=f"{prefix}/{name}", columns=columns, data=data)
-        elif kind == "TensorBoardLogger":
-            for name, png in (pngs or {}).items():
-                image = np.asarray(Image.open(png).convert("RGB"))
-                logger.experiment.add_image(f"{prefix}/{name}", image, 0, dataformats="HWC")
-        logger.save()
-        logger.finalize("success")
-    finish_wandb(loggers)
-
-
-def _cell(value: Any) -> Any:
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
 
 
 def finish(ctx: Context, output: AnalysisOutput) -> dict[str, Any]:

@@ -27,13 +27,13 @@ from torch import Tensor, nn
 from dnn_modularity.analysis.common import (
     AnalysisOutput,
     layer_modularity,
-    metric_key,
     random_init_like,
     shuffled_labels,
     summarize_rows,
 )
-from dnn_modularity.plots_analysis import CurveSeries, plot_curve_series
+from dnn_modularity.plots.curves import CurveSeries, plot_curve_series
 from dnn_modularity.progress import track
+from dnn_modularity.records import metric_key
 
 __all__ = ["VARIANTS", "as_probe", "curve_analysis", "rise", "run"]
 

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dnn_modularity.analysis.common import AnalysisOutput, layer_features, metric_key
-from dnn_modularity.plots_analysis import plot_difference_vs_cka
+from dnn_modularity.analysis.common import AnalysisOutput, layer_features
+from dnn_modularity.plots.analysis import plot_difference_vs_cka
+from dnn_modularity.records import metric_key
 
 __all__ = ["difference_analysis", "run"]
 

@@ -23,15 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dnn_modularity.analysis.common import (
-    AnalysisOutput,
-    layer_modularity,
-    metric_key,
-    model_device,
-)
-from dnn_modularity.io import read_csv_rows
-from dnn_modularity.plots_analysis import plot_dynamics
+from dnn_modularity.analysis.common import AnalysisOutput, layer_modularity
+from dnn_modularity.models.unwrap import module_device
+from dnn_modularity.plots.analysis import plot_dynamics
 from dnn_modularity.progress import track
+from dnn_modularity.records import metric_key, read_csv_rows
 
 __all__ = [
     "ACCURACY_KEYS",
@@ -245,7 +241,7 @@ def evaluate_accuracy(
 ) -> float:
     """Top-1 accuracy of ``model`` on ``images`` (n, C, H, W) in [0, 1] with ``labels`` (n,)."""
     model.eval()
-    device = model_device(model)
+    device = module_device(model)
     correct = 0
     for x, y in zip(images.split(batch_size), labels.split(batch_size), strict=True):
         correct += int((model(x.to(device)).argmax(1).cpu() == y.cpu()).sum())

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dnn_modularity.analysis.common import AnalysisOutput, layer_features, layer_key
-from dnn_modularity.plots_analysis import plot_similarity_histograms
+from dnn_modularity.analysis.common import AnalysisOutput, layer_features
+from dnn_modularity.plots.analysis import plot_similarity_histograms
+from dnn_modularity.records import layer_key
 
 __all__ = ["histogram_analysis", "run"]
 

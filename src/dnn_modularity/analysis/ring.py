@@ -22,13 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dnn_modularity.analysis.common import AnalysisOutput, layer_features, metric_key
-from dnn_modularity.plots_analysis import (
-    RingLayer,
-    plot_m_vs_q,
-    plot_ring_grid,
-    ring_gif_bytes,
-)
+from dnn_modularity.analysis.common import AnalysisOutput, layer_features
+from dnn_modularity.plots.analysis import plot_m_vs_q
+from dnn_modularity.plots.ring import RingLayer, plot_ring_grid, ring_gif_bytes
+from dnn_modularity.records import metric_key
 
 __all__ = ["MEASURES", "ring_analysis", "run"]
 

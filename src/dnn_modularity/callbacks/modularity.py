@@ -36,13 +36,20 @@ from torch import Tensor, nn
 
 from dnn_modularity.data.probe import STRATEGIES, ProbeSet, check_probe_size
 from dnn_modularity.graph import METRICS, resolve_num_edges
-from dnn_modularity.io import append_csv_rows, atomic_save_figure, write_csv_rows
+from dnn_modularity.loggers import log_table
 from dnn_modularity.metrics import ClassSeparationModularity, KNNModularity
+from dnn_modularity.models.unwrap import eval_mode
 from dnn_modularity.progress import track
+from dnn_modularity.records import (
+    CSV_COLUMNS,
+    append_csv_rows,
+    atomic_save_figure,
+    layer_key,
+    write_csv_rows,
+)
 from dnn_modularity.taps import LayerTaps, feature_dims, iter_layer_features, resolve_taps
 
 __all__ = [
-    "CSV_COLUMNS",
     "FEATURE_MODES",
     "RESUME_CHANGES",
     "RESUME_SETTINGS",
@@ -52,23 +59,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Columns of `modularity.csv` (the contract's columns, the repeat index, then |E| and its density
-#: when paper 2's M is computed).
-CSV_COLUMNS = (
-    "epoch",
-    "layer_index",
-    "layer",
-    "tap",
-    "N",
-    "k",
-    "metric",
-    "modularity",
-    "M",
-    "seed",
-    "repeat",
-    "num_edges",
-    "edge_density",
-)
 
 #: How features are collected:
 #: - "per_layer": one layer's (N, D_l) features in memory at a time (`iter_layer_features`, which
@@ -102,11 +92,6 @@ RESUME_SETTINGS = {
 RESUME_CHANGES = ("error", "new_record")
 
 _STATE_PREFIX = "ModularityMonitor{"
-
-
-def layer_key(index: int) -> str:
-    """Metric-key suffix of a 1-based layer index: 7 -> "layer_07"."""
-    return f"layer_{int(index):02d}"
 
 
 def _arch_name(pl_module: Any) -> str | None:
@@ -612,60 +597,54 @@ class ModularityMonitor(Callback):
         model = getattr(pl_module, "model", pl_module)
         device = next(pl_module.parameters()).device
         knn, sep = self._metrics(device)
-        # Restore every submodule's own flag afterwards (a frozen BN may be in eval on purpose).
-        modes = [(module, module.training) for module in model.modules()]
-        model.eval()
         rows: list[dict[str, Any]] = []
-        try:
-            with torch.no_grad():
-                if self.resolved_mode is None:
-                    self._plan(model, self.probes[0].images)
-                num_layers = len(resolve_taps(model, self.taps))
-                for repeat, probe in enumerate(self.probes):
-                    positions = torch.arange(len(probe))[rank::world_size]
-                    labels = probe.labels[positions].to(device)
-                    index = positions.to(device)
-                    batches = _Batches(probe.images[positions], self.batch_size, device)
-                    # Silent unless a measurement outlasts the progress interval (a big N).
-                    layers = track(
-                        self._layer_features(model, batches),
-                        f"modularity measurement (N={len(probe)}, repeat {repeat})",
-                        total=num_layers,
-                        unit="layers",
-                        quiet=True,
-                        enabled=rank == 0,
+        # eval_mode restores every submodule's own flag (a frozen BN may be in eval on purpose).
+        with eval_mode(model), torch.no_grad():
+            if self.resolved_mode is None:
+                self._plan(model, self.probes[0].images)
+            num_layers = len(resolve_taps(model, self.taps))
+            for repeat, probe in enumerate(self.probes):
+                positions = torch.arange(len(probe))[rank::world_size]
+                labels = probe.labels[positions].to(device)
+                index = positions.to(device)
+                batches = _Batches(probe.images[positions], self.batch_size, device)
+                # Silent unless a measurement outlasts the progress interval (a big N).
+                layers = track(
+                    self._layer_features(model, batches),
+                    f"modularity measurement (N={len(probe)}, repeat {repeat})",
+                    total=num_layers,
+                    unit="layers",
+                    quiet=True,
+                    enabled=rank == 0,
+                )
+                for layer_index, name, feats in layers:
+                    knn.reset()
+                    knn.update(feats, labels, index)
+                    q = float(knn.compute())
+                    knn.reset()
+                    m_value: float | None = None
+                    if sep is not None:
+                        sep.reset()
+                        sep.update(feats, labels, index)
+                        m_value = float(sep.compute())
+                        sep.reset()
+                    del feats
+                    rows.append(
+                        {
+                            "layer_index": int(layer_index),
+                            "layer": name,
+                            "tap": self.tap_label,
+                            "N": len(probe),
+                            "k": self.k,
+                            "metric": self.metric,
+                            "modularity": q,
+                            "M": m_value,
+                            "seed": self.seed,
+                            "repeat": repeat,
+                            "num_edges": self.num_edges if sep is not None else None,
+                            "edge_density": self.edge_density if sep is not None else None,
+                        }
                     )
-                    for layer_index, name, feats in layers:
-                        knn.reset()
-                        knn.update(feats, labels, index)
-                        q = float(knn.compute())
-                        knn.reset()
-                        m_value: float | None = None
-                        if sep is not None:
-                            sep.reset()
-                            sep.update(feats, labels, index)
-                            m_value = float(sep.compute())
-                            sep.reset()
-                        del feats
-                        rows.append(
-                            {
-                                "layer_index": int(layer_index),
-                                "layer": name,
-                                "tap": self.tap_label,
-                                "N": len(probe),
-                                "k": self.k,
-                                "metric": self.metric,
-                                "modularity": q,
-                                "M": m_value,
-                                "seed": self.seed,
-                                "repeat": repeat,
-                                "num_edges": self.num_edges if sep is not None else None,
-                                "edge_density": self.edge_density if sep is not None else None,
-                            }
-                        )
-        finally:
-            for module, training in modes:
-                module.training = training
         return rows
 
     def setup_probes(self, datamodule: Any) -> None:
@@ -789,7 +768,7 @@ class ModularityMonitor(Callback):
 
     def curve_figures(self) -> dict[str, Any]:
         """The curve and heatmap figures of the history: ``{"modularity_curves": Figure, ...}``."""
-        from dnn_modularity.plots import plot_curves, plot_heatmap
+        from dnn_modularity.plots.curves import plot_curves, plot_heatmap
 
         out: dict[str, Any] = {}
         values = ["modularity"] + (["M"] if self.compute_M else [])
@@ -845,8 +824,4 @@ class ModularityMonitor(Callback):
                     logger.log_image(
                         key=f"{self.log_prefix}figures/{path.stem}", images=[str(path)]
                     )
-            logger.log_table(
-                key=f"{self.log_prefix}modularity/table",
-                columns=list(CSV_COLUMNS),
-                data=[[row.get(c) for c in CSV_COLUMNS] for row in self.history],
-            )
+            log_table(logger, f"{self.log_prefix}modularity/table", self.history, CSV_COLUMNS)

@@ -1,20 +1,35 @@
-"""Figures (matplotlib; save them with `dnn_modularity.io.atomic_save_figure` as PNG + PDF).
+"""Per-layer curve figures: one curve-with-band drawer for every command, heatmaps.
 
-TRAIN's functions come first: `plot_curves` (modularity vs layer, one line per epoch or a
-mean ± std band, as paper 1 Fig. 4 and 6b) and `plot_heatmap` (epoch x layer). Other functions are
-appended below by the analyses.
+`draw_curve` draws one per-layer curve with its mean ± std band and `layer_ticks` labels the
+layer axis; everything that draws curves uses them: `plot_curves` (modularity vs layer, one line
+per epoch or a mean ± std band, as paper 1 Fig. 4 and 6b: `train`'s monitor), `plot_curve_series`
+(the analyses' curves), the report's comparison panels and the pruning figures.
+`plot_heatmap` draws epoch x layer. Figures are returned, never saved: callers save them with
+`dnn_modularity.records.atomic_save_figure` (PNG + PDF).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-__all__ = ["plot_curves", "plot_heatmap"]
+__all__ = [
+    "DPI",
+    "CurveSeries",
+    "draw_curve",
+    "draw_series",
+    "layer_ticks",
+    "new_figure",
+    "plot_curve_series",
+    "plot_curves",
+    "plot_heatmap",
+]
 
 #: Above this many curves a colour bar replaces the legend (a 150-entry legend is unreadable).
 MAX_LEGEND_ENTRIES = 12
@@ -29,9 +44,17 @@ def _as_2d(values: object) -> np.ndarray:
     return array
 
 
-def _layer_ticks(ax: plt.Axes, num_layers: int, layer_names: Sequence[str] | None) -> None:
+def layer_ticks(ax: Any, num_layers: int, layer_names: Sequence[str] | None = None) -> None:
+    """Layer ticks 1..L on the x axis, thinned to ~20 labels (ResNet-152 has 50 blocks).
+
+    Args:
+        ax: The axes.
+        num_layers: L.
+        layer_names: L tick labels (module names); None: the layer indices.
+    """
+    if num_layers == 0:
+        return
     positions = np.arange(1, num_layers + 1)
-    # Thin the ticks so that ~20 labels at most are drawn (ResNet-152 has 50 blocks).
     step = max(1, int(np.ceil(num_layers / 20)))
     ax.set_xticks(positions[::step])
     if layer_names is not None:
@@ -39,6 +62,39 @@ def _layer_ticks(ax: plt.Axes, num_layers: int, layer_names: Sequence[str] | Non
             raise ValueError(f"{len(layer_names)} layer names for {num_layers} layers")
         ax.set_xticklabels(list(layer_names)[::step], rotation=60, ha="right", fontsize=7)
     ax.set_xlim(0.5, num_layers + 0.5)
+
+
+def draw_curve(
+    ax: Any,
+    y: Sequence[float] | np.ndarray,
+    std: Sequence[float] | np.ndarray | None = None,
+    *,
+    x: Sequence[float] | np.ndarray | None = None,
+    band_alpha: float = 0.2,
+    **style: Any,
+) -> Any:
+    """One per-layer curve with its mean ± std band: the line every curve figure draws.
+
+    Args:
+        ax: The axes.
+        y: ``(L,)`` values (the mean over repeats).
+        std: ``(L,)`` standard deviations, drawn as a shaded ±1 std band (paper 1, Fig. 4);
+            None: no band.
+        x: ``(L,)`` x positions (default ``1..L``, the 1-based layer index).
+        band_alpha: Opacity of the band.
+        **style: `Axes.plot` arguments (fmt string as `fmt`, color, label, marker ...).
+
+    Returns:
+        The line.
+    """
+    y = np.asarray(y, dtype=float)
+    x = np.arange(1, len(y) + 1) if x is None else np.asarray(x, dtype=float)
+    fmt = style.pop("fmt", None)
+    (line,) = ax.plot(x, y, *([fmt] if fmt else []), **style)
+    if std is not None:
+        std = np.asarray(std, dtype=float)
+        ax.fill_between(x, y - std, y + std, color=line.get_color(), alpha=band_alpha, linewidth=0)
+    return line
 
 
 def plot_curves(
@@ -105,24 +161,23 @@ def plot_curves(
             else None
         )
         label = labels[i] if labels is not None else f"curve {i + 1}"
-        ax.plot(x, values[i], marker="o", markersize=3, linewidth=1.4, color=color, label=label)
-        if spread is not None:
-            line_color = ax.lines[-1].get_color()
-            ax.fill_between(
-                x,
-                values[i] - spread[i],
-                values[i] + spread[i],
-                color=line_color,
-                alpha=0.2,
-                linewidth=0,
-            )
+        draw_curve(
+            ax,
+            values[i],
+            None if spread is None else spread[i],
+            marker="o",
+            markersize=3,
+            linewidth=1.4,
+            color=color,
+            label=label,
+        )
     reference_line = None
     if reference is not None and len(reference[1]) == num_layers:
         (reference_line,) = ax.plot(
             x, np.asarray(reference[1], dtype=float), linestyle="--", color="black",
             linewidth=1.4, label=reference[0], zorder=5,
         )  # fmt: skip
-    _layer_ticks(ax, num_layers, layer_names)
+    layer_ticks(ax, num_layers, layer_names)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)
@@ -214,5 +269,80 @@ def plot_heatmap(
     if title:
         ax.set_title(title)
     fig.colorbar(image, ax=ax, label=cbar_label)
+    fig.tight_layout()
+    return fig
+
+
+#: Resolution of every figure here: pixel size = figsize x DPI.
+DPI = 100
+
+
+@dataclass
+class CurveSeries:
+    """One line of a per-layer curve figure.
+
+    Attributes:
+        label: Legend entry.
+        y: ``(L,)`` mean value per layer.
+        std: ``(L,)`` standard deviation per layer, drawn as a mean ± std band; None for no band.
+        x: ``(L,)`` x positions (default ``1..L``, the 1-based layer index).
+        style: Extra ``Axes.plot`` keyword arguments (color, linestyle, marker ...).
+    """
+
+    label: str
+    y: Sequence[float]
+    std: Sequence[float] | None = None
+    x: Sequence[float] | None = None
+    style: dict[str, Any] = field(default_factory=dict)
+
+
+def new_figure(
+    figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, **kwargs: Any
+) -> tuple[Figure, Any]:
+    """A figure of `figsize` inches at :data:`DPI` and its (nrows, ncols) array of axes."""
+    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, dpi=DPI, squeeze=False, **kwargs)
+    return fig, axes
+
+
+def draw_series(ax: Any, series: Sequence[CurveSeries]) -> None:
+    """Draw each series with `draw_curve` (markers, mean ± std band)."""
+    for s in series:
+        style = {"marker": "o", "markersize": 3, "linewidth": 1.5, **s.style}
+        draw_curve(ax, s.y, s.std, x=s.x, label=s.label, **style)
+
+
+def plot_curve_series(
+    series: Sequence[CurveSeries],
+    *,
+    title: str = "",
+    xlabel: str = "layer",
+    ylabel: str = "modularity Q",
+    layer_names: Sequence[str] | None = None,
+    figsize: tuple[float, float] = (6.4, 4.0),
+) -> Figure:
+    """Per-layer curves with mean ± std bands (paper 1 Figs. 4, 5, 7, B11-B13).
+
+    Args:
+        series: Lines to draw.
+        title: Axes title.
+        xlabel: x-axis label.
+        ylabel: y-axis label.
+        layer_names: Tick labels (layer names, length L) instead of indices.
+        figsize: Figure size in inches (pixels = figsize x :data:`DPI`).
+
+    Returns:
+        The figure.
+    """
+    fig, axes = new_figure(figsize)
+    ax = axes[0, 0]
+    draw_series(ax, series)
+    n = max((len(s.y) for s in series), default=0)
+    layer_ticks(ax, n, layer_names)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,4 +1,4 @@
-"""Modularity-guided layer pruning: curve → layers to remove → physically smaller network.
+"""Pruning rules: a per-layer curve → the layers to remove.
 
 Two halves:
 
@@ -37,10 +37,9 @@ Two halves:
    Either curve works: Newman Q of the k-NN graph (paper 1, Eq. 1) or paper 2's M = r·AQ·(1−EQ).
    The whole decision, with the curve values behind it, is a :class:`PruningDecision`.
 
-2. **Surgery**: :func:`build_pruned` builds the smaller network with the model's own
-   ``without_layers`` + :func:`dnn_modularity.models.build_model` and copies every kept layer's
-   weights by the model's ``layer_mapping``; :func:`pruning_costs` reports params / MACs / FLOPs
-   (via :func:`dnn_modularity.costs.count_costs`) and their reductions (paper 1, Table 1).
+2. **Candidates**: which layers of a model can go (:func:`removable_layers`), its stages
+   (:func:`model_stages`), and :func:`decide_for_model` (a rule on a model's curve). The surgery
+   itself is :mod:`dnn_modularity.pruning.surgery`, the costs :mod:`dnn_modularity.pruning.costs`.
 """
 
 from __future__ import annotations
@@ -52,6 +51,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from dnn_modularity.models.unwrap import bare_model
 
 RULES: tuple[str, ...] = ("delta", "criterion1", "explicit")
 CURVE_KINDS: tuple[str, ...] = ("Q", "M")
@@ -446,40 +447,8 @@ def decide(
 
 
 # --------------------------------------------------------------------------------------------
-# Model side: candidates, stages, surgery, costs
+# Model side: candidates and stages
 # --------------------------------------------------------------------------------------------
-
-
-def bare_model(net: nn.Module) -> nn.Module:
-    """The prunable network inside its wrappers.
-
-    Looks through DDP ``.module``, ``torch.compile``'s ``._orig_mod``,
-    :class:`~dnn_modularity.models.Normalized` and the classifier's ``.net``.
-
-    Raises:
-        ValueError: when no wrapped module declares ``removable_layers`` (the model zoo's
-            staged CIFAR networks, MobileNetV2 and the ImageNet ResNets do; the torchvision
-            ImageNet VGG-BNs do not, and the message says why).
-    """
-    seen = net
-    reason = ""
-    for _ in range(8):  # wrappers nest a few levels at most
-        if hasattr(seen, "removable_layers") and hasattr(seen, "layer_mapping"):
-            return seen
-        reason = reason or str(getattr(seen, "not_prunable_reason", ""))
-        for attr in ("module", "_orig_mod", "net"):
-            inner = getattr(seen, attr, None)
-            if isinstance(inner, nn.Module):
-                seen = inner
-                break
-        else:
-            break
-    why = f"{reason}. " if reason else ""
-    raise ValueError(
-        f"{type(net).__name__} cannot be layer-pruned: {why}No wrapped module declares "
-        "removable_layers()/without_layers()/layer_mapping() (the staged CIFAR models, "
-        "mobilenet_v2 and the imagenet_resnet* models of dnn_modularity.models do)"
-    )
 
 
 def model_stages(net: nn.Module) -> dict[str, list[str]]:
@@ -536,171 +505,4 @@ def decide_for_model(net: nn.Module, rule: str, **kwargs: Any) -> PruningDecisio
         stages=model_stages(net),
         reasons=non_candidate_reasons(net),
         **kwargs,
-    )
-
-
-def _map_key(key: str, mapping: Mapping[str, str]) -> str | None:
-    """New state_dict key of ``key`` by the longest matching module-name prefix, else None."""
-    parts = key.split(".")
-    for cut in range(len(parts) - 1, 0, -1):
-        prefix = ".".join(parts[:cut])
-        if prefix in mapping:
-            rest = ".".join(parts[cut:])
-            return f"{mapping[prefix]}.{rest}"
-    return None
-
-
-def inherit_state_dict(
-    parent: nn.Module, child: nn.Module, removed: Sequence[str]
-) -> dict[str, str]:
-    """Copy every kept tensor (parameters and buffers) of ``parent`` into ``child``.
-
-    Keys are translated by ``parent.layer_mapping(removed)``; keys under a removed layer are
-    dropped. Every state_dict entry of ``child`` must receive exactly one tensor of the same shape.
-
-    Returns:
-        ``{parent key: child key}`` of the copied entries.
-
-    Raises:
-        RuntimeError: a kept parent key maps to no child key or to a different shape, or a child
-            entry receives no tensor (the two architectures do not correspond).
-    """
-    bare_p, bare_c = bare_model(parent), bare_model(child)
-    mapping = bare_p.layer_mapping(list(removed))
-    removed_prefixes = tuple(f"{r}." for r in removed)
-    src = bare_p.state_dict()
-    dst = bare_c.state_dict()
-    copied: dict[str, str] = {}
-    new_sd: dict[str, torch.Tensor] = {}
-    problems: list[str] = []
-    for key, tensor in src.items():
-        if key.startswith(removed_prefixes):
-            continue
-        new_key = _map_key(key, mapping)
-        if new_key is None or new_key not in dst:
-            problems.append(f"{key} -> {new_key} (no such entry in the pruned network)")
-            continue
-        if dst[new_key].shape != tensor.shape:
-            problems.append(
-                f"{key} -> {new_key}: shape {tuple(tensor.shape)} != {tuple(dst[new_key].shape)}"
-            )
-            continue
-        if new_key in new_sd:
-            problems.append(f"{key} -> {new_key}: target filled twice")
-            continue
-        new_sd[new_key] = tensor.detach().clone()
-        copied[key] = new_key
-    missing = sorted(set(dst) - set(new_sd))
-    if missing:
-        problems.append(f"pruned-network entries with no source: {missing}")
-    if problems:
-        raise RuntimeError("weight inheritance failed:\n  " + "\n  ".join(problems))
-    bare_c.load_state_dict(new_sd, strict=True)
-    return copied
-
-
-def build_pruned(parent_net: nn.Module, removed: Sequence[str]) -> nn.Module:
-    """Physically smaller network without the layers ``removed``, inheriting kept weights.
-
-    Built with the model's own ``without_layers`` and :func:`dnn_modularity.models.build_model`
-    (so it is an ordinary zoo model: ``arch_config()`` rebuilds it, taps work, it trains), then
-    every kept layer's parameters and buffers (BN running stats) are copied by the model's
-    ``layer_mapping`` and checked (names and shapes). Removed blocks are gone, not masked.
-
-    Args:
-        parent_net: a zoo network (or a wrapper around one: Normalized, DDP, compiled,
-            the classifier); it is not modified.
-        removed: layer names (a subset of ``removable_layers(parent_net)``).
-
-    Returns:
-        The bare pruned network, on the parent's device and dtype, in the parent's train/eval mode.
-
-    Raises:
-        ValueError: unknown / non-removable names, or a stage that would lose all blocks
-            (from the model's ``without_layers``).
-        RuntimeError: weights could not be matched one to one.
-    """
-    from dnn_modularity.models import build_model
-
-    bare = bare_model(parent_net)
-    removed = list(removed)
-    cfg = dict(bare.without_layers(removed))
-    child = build_model(**cfg)
-    ref = next(bare.parameters(), None)
-    if ref is not None:
-        child = child.to(device=ref.device, dtype=ref.dtype)
-    inherit_state_dict(bare, child, removed)
-    child.train(bare.training)
-    return child
-
-
-@dataclass(frozen=True)
-class PruningCosts:
-    """Parent vs pruned costs (paper 1, Table 1 reports params and FLOPs reductions).
-
-    ``flops = 2 × macs`` (conv + linear, ``dnn_modularity.costs.count_costs``); paper 1 counts
-    with thop, whose "FLOPs" are MACs, so *reductions* are comparable, absolute values are not.
-    Reductions are percentages: ``100 × (1 − pruned / parent)``.
-    """
-
-    params: int
-    macs: int
-    flops: int
-    pruned_params: int
-    pruned_macs: int
-    pruned_flops: int
-
-    @property
-    def params_reduction(self) -> float:
-        """Percent fewer parameters."""
-        return _reduction(self.params, self.pruned_params)
-
-    @property
-    def macs_reduction(self) -> float:
-        """Percent fewer multiply-accumulates."""
-        return _reduction(self.macs, self.pruned_macs)
-
-    @property
-    def flops_reduction(self) -> float:
-        """Percent fewer FLOPs."""
-        return _reduction(self.flops, self.pruned_flops)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Counts and reductions as a flat dict."""
-        return {
-            **asdict(self),
-            "params_reduction": self.params_reduction,
-            "macs_reduction": self.macs_reduction,
-            "flops_reduction": self.flops_reduction,
-        }
-
-
-def _reduction(before: int, after: int) -> float:
-    return 100.0 * (1.0 - after / before) if before else float("nan")
-
-
-def pruning_costs(
-    parent_net: nn.Module, pruned_net: nn.Module, input_size: Sequence[int]
-) -> PruningCosts:
-    """Params / MACs / FLOPs of both networks, by :func:`dnn_modularity.costs.count_costs`.
-
-    Args:
-        parent_net: the unpruned network (or a wrapper).
-        pruned_net: the pruned network (or a wrapper).
-        input_size: one input, ``(C, H, W)`` or ``(1, C, H, W)``.
-    """
-    from dnn_modularity.costs import count_costs
-
-    size = tuple(int(s) for s in input_size)
-    if len(size) == 3:
-        size = (1, *size)
-    a = count_costs(bare_model(parent_net), size)
-    b = count_costs(bare_model(pruned_net), size)
-    return PruningCosts(
-        params=int(a.params),
-        macs=int(a.macs),
-        flops=int(a.flops),
-        pruned_params=int(b.params),
-        pruned_macs=int(b.macs),
-        pruned_flops=int(b.flops),
     )

@@ -1,8 +1,16 @@
-"""Atomic file outputs: text, bytes, JSON, CSV rows and matplotlib figures.
+"""Run records: atomic writers, readers, and the one curve-record schema every command shares.
 
 Every writer puts the new content into a temporary file in the destination's directory and then
 `os.replace`s it over the destination, so a reader (or a crashed/killed run) never sees a
 half-written file: it sees the old content or the new one.
+
+A per-layer curve is recorded in one of two layouts, both read by `read_curve_record` (used by
+`prune`, `analyze dynamics` and `report`):
+
+* wide (`CSV_COLUMNS`): `train`'s `modularity.csv`, one row per epoch x layer x repeat with a
+  column per measure (`modularity`, `M`), the columns the README documents;
+* long (`ROW_COLUMNS` first): `analyze`'s tidy records (`curve.csv`, `ring.csv`, ...), one value
+  per row, `measure` naming it; summaries (`<name>_summary.csv`) carry `mean` instead of `value`.
 """
 
 from __future__ import annotations
@@ -16,16 +24,26 @@ import stat
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "CSV_COLUMNS",
+    "MEASURES",
+    "ROW_COLUMNS",
+    "Curve",
     "append_csv_rows",
     "atomic_save_figure",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_measure",
     "current_umask",
+    "curve_by_repeat",
+    "layer_key",
+    "metric_key",
     "read_csv_rows",
+    "read_curve_record",
     "to_jsonable",
     "write_csv_rows",
     "write_json",
@@ -235,6 +253,8 @@ def atomic_save_figure(
     path_without_suffix: str | os.PathLike[str],
     formats: Sequence[str] = ("png", "pdf"),
     dpi: int = 150,
+    *,
+    close: bool = False,
 ) -> list[Path]:
     """Save a matplotlib figure as PNG and PDF (by default), each file written atomically.
 
@@ -243,6 +263,7 @@ def atomic_save_figure(
         path_without_suffix: Destination without extension, e.g. `run/figures/modularity_curves`.
         formats: File formats (matplotlib names), one file each.
         dpi: Resolution of raster formats.
+        close: Close the figure afterwards (frees pyplot's reference to it).
 
     Returns:
         The written paths, in `formats` order.
@@ -254,4 +275,164 @@ def atomic_save_figure(
         buffer = io.BytesIO()
         fig.savefig(buffer, format=fmt, dpi=dpi, bbox_inches=bbox)
         paths.append(atomic_write_bytes(base.with_name(f"{base.name}.{fmt}"), buffer.getvalue()))
+    if close:
+        import matplotlib.pyplot as plt  # heavy and optional for the other writers
+
+        plt.close(fig)
     return paths
+
+
+#: Curve measures: record name -> the curve kind stored in the decision.
+MEASURES: dict[str, str] = {"modularity": "Q", "M": "M"}
+
+
+@dataclass
+class Curve:
+    """A per-layer curve with its repeats.
+
+    Attributes:
+        layers: layer names (L,), front to back.
+        values: ``(R, L)`` values, R repeats.
+        measure: ``modularity`` (Newman Q) or ``M`` (paper 2).
+        source: where it came from (a record path or ``measured``).
+    """
+
+    layers: list[str]
+    values: list[list[float]]
+    measure: str
+    source: str
+
+
+def check_measure(measure: str) -> str:
+    """``measure`` when it is one of :data:`MEASURES`, else a ValueError naming the choices."""
+    if measure not in MEASURES:
+        raise ValueError(f"unknown curve measure {measure!r}; valid choices: {list(MEASURES)}")
+    return measure
+
+
+def curve_by_repeat(
+    rows: Sequence[Mapping[str, Any]], value_col: str, path: Path, measure: str
+) -> Curve:
+    """Rows with ``layer_index``, ``layer``, a value column and optional ``repeat`` -> Curve."""
+    per_repeat: dict[str, dict[int, tuple[str, float]]] = {}
+    for row in rows:
+        cell = row.get(value_col)
+        if cell in (None, ""):
+            continue
+        rep = next((str(row[c]) for c in ("repeat", "seed") if row.get(c) not in (None, "")), "0")
+        per_repeat.setdefault(rep, {})[int(row["layer_index"])] = (str(row["layer"]), float(cell))
+    if not per_repeat:
+        raise ValueError(
+            f"curve record {str(path)!r} has no {measure!r} values (column {value_col!r})"
+        )
+    layer_sets = {tuple(sorted(v)) for v in per_repeat.values()}
+    if len(layer_sets) != 1:
+        raise ValueError(f"curve record {str(path)!r}: repeats cover different layers")
+    first = next(iter(per_repeat.values()))
+    order = sorted(first)
+    layers = [first[i][0] for i in order]
+    values = [[reps[i][1] for i in order] for reps in per_repeat.values()]
+    return Curve(layers=layers, values=values, measure=measure, source=str(path))
+
+
+def read_curve_record(path: str | Path, measure: str = "modularity") -> Curve:
+    """Read a per-layer curve from a record another command wrote.
+
+    Understood layouts (CSV):
+
+    * ``analyze`` tidy records (``curve.csv``, ``ring.csv``): columns ``variant``, ``repeat``,
+      ``layer_index``, ``layer``, ``measure``, ``value``; the ``trained`` variant's rows of
+      ``measure`` are used, one curve per repeat;
+    * ``analyze`` summaries (``curve_summary.csv``): ``measure`` and ``mean`` per layer;
+    * ``train``'s ``modularity.csv``: ``epoch``, ``layer_index``, ``layer``, ``modularity``,
+      ``M``, ``repeat``; the last epoch is used.
+
+    Args:
+        path: the CSV file.
+        measure: ``modularity`` (Newman Q, paper 1) or ``M`` (paper 2).
+
+    Returns:
+        The :class:`Curve`.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: unknown measure, or a file without that measure's values.
+    """
+    check_measure(measure)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"curve record {str(path)!r} does not exist")
+    rows = read_csv_rows(path)
+    if not rows:
+        raise ValueError(f"curve record {str(path)!r} is empty")
+    cols = set(rows[0])
+    if {"layer_index", "layer"} - cols:
+        raise ValueError(
+            f"curve record {str(path)!r} lacks layer_index/layer columns; columns: {sorted(cols)}"
+        )
+    if "epoch" in cols and measure in cols:  # train's modularity.csv
+        last = max(int(float(r["epoch"])) for r in rows)
+        rows = [r for r in rows if int(float(r["epoch"])) == last]
+        return curve_by_repeat(rows, measure, path, measure)
+    if "measure" in cols:
+        rows = [
+            r
+            for r in rows
+            if r.get("measure") == measure and r.get("variant", "trained") in ("", "trained")
+        ]
+        if "value" in cols:
+            return curve_by_repeat(rows, "value", path, measure)
+        if "mean" in cols:
+            return curve_by_repeat([{**r, "repeat": "0"} for r in rows], "mean", path, measure)
+    raise ValueError(
+        f"curve record {str(path)!r} has no {measure!r} curve; expected analyze's curve.csv / "
+        f"curve_summary.csv / ring.csv or train's modularity.csv; columns: {sorted(cols)}"
+    )
+
+
+#: Columns of `modularity.csv` (the contract's columns, the repeat index, then |E| and its density
+#: when paper 2's M is computed).
+CSV_COLUMNS = (
+    "epoch",
+    "layer_index",
+    "layer",
+    "tap",
+    "N",
+    "k",
+    "metric",
+    "modularity",
+    "M",
+    "seed",
+    "repeat",
+    "num_edges",
+    "edge_density",
+)
+
+
+#: Leading columns of every tidy record (others follow in first-seen order).
+ROW_COLUMNS: tuple[str, ...] = (
+    "analysis",
+    "variant",
+    "layer_index",
+    "layer",
+    "tap",
+    "N",
+    "k",
+    "metric",
+    "seed",
+    "repeat",
+    "measure",
+    "key",
+    "value",
+)
+
+
+def layer_key(index: int) -> str:
+    """Metric-key suffix of a 1-based layer index: 7 -> "layer_07"."""
+    return f"layer_{int(index):02d}"
+
+
+def metric_key(measure: str, index: int, prefix: str | None = None) -> str:
+    """Metric key ``[prefix/]measure/layer_07`` (e.g. ``adv_pgd/modularity/layer_07``)."""
+    key = f"{measure}/{layer_key(index)}"
+    return f"{prefix}/{key}" if prefix else key

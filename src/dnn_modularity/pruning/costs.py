@@ -18,13 +18,16 @@ CIFAR ResNet-18 11.17 M / 0.56 G; CIFAR VGG-16-BN 15.25 M / 313 M.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["Costs", "count_costs"]
+from dnn_modularity.models.unwrap import bare_model, eval_mode
+
+__all__ = ["Costs", "PruningCosts", "count_costs", "pruning_costs"]
 
 
 @dataclass(frozen=True)
@@ -82,14 +85,78 @@ def count_costs(model: nn.Module, input_size: Sequence[int]) -> Costs:
     device = tensor.device if tensor is not None else torch.device("cpu")
     dtype = tensor.dtype if tensor is not None and tensor.is_floating_point() else torch.float32
     x = torch.zeros(shape, device=device, dtype=dtype)
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            model(x)
-    finally:
-        for m, training in modes:
-            m.training = training
+    counter = FlopCounterMode(display=False)
+    with eval_mode(model), torch.no_grad(), counter:
+        model(x)
     flops = int(counter.get_total_flops())
     return Costs(params=int(params), macs=flops // 2, flops=flops)
+
+
+@dataclass(frozen=True)
+class PruningCosts:
+    """Parent vs pruned costs (paper 1, Table 1 reports params and FLOPs reductions).
+
+    ``flops = 2 × macs`` (conv + linear, ``count_costs``); paper 1 counts
+    with thop, whose "FLOPs" are MACs, so *reductions* are comparable, absolute values are not.
+    Reductions are percentages: ``100 × (1 − pruned / parent)``.
+    """
+
+    params: int
+    macs: int
+    flops: int
+    pruned_params: int
+    pruned_macs: int
+    pruned_flops: int
+
+    @property
+    def params_reduction(self) -> float:
+        """Percent fewer parameters."""
+        return _reduction(self.params, self.pruned_params)
+
+    @property
+    def macs_reduction(self) -> float:
+        """Percent fewer multiply-accumulates."""
+        return _reduction(self.macs, self.pruned_macs)
+
+    @property
+    def flops_reduction(self) -> float:
+        """Percent fewer FLOPs."""
+        return _reduction(self.flops, self.pruned_flops)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Counts and reductions as a flat dict."""
+        return {
+            **asdict(self),
+            "params_reduction": self.params_reduction,
+            "macs_reduction": self.macs_reduction,
+            "flops_reduction": self.flops_reduction,
+        }
+
+
+def _reduction(before: int, after: int) -> float:
+    return 100.0 * (1.0 - after / before) if before else float("nan")
+
+
+def pruning_costs(
+    parent_net: nn.Module, pruned_net: nn.Module, input_size: Sequence[int]
+) -> PruningCosts:
+    """Params / MACs / FLOPs of both networks, by :func:`count_costs`.
+
+    Args:
+        parent_net: the unpruned network (or a wrapper).
+        pruned_net: the pruned network (or a wrapper).
+        input_size: one input, ``(C, H, W)`` or ``(1, C, H, W)``.
+    """
+    size = tuple(int(s) for s in input_size)
+    if len(size) == 3:
+        size = (1, *size)
+    a = count_costs(bare_model(parent_net), size)
+    b = count_costs(bare_model(pruned_net), size)
+    return PruningCosts(
+        params=int(a.params),
+        macs=int(a.macs),
+        flops=int(a.flops),
+        pruned_params=int(b.params),
+        pruned_macs=int(b.macs),
+        pruned_flops=int(b.flops),
+    )
