@@ -1,7 +1,8 @@
 r"""``python -m dnn_modularity.analyze ckpt_path=... analysis=<name>`` (``dnn-analyze``).
 
 One Hydra entry point for every analysis of the two papers; ``analysis=`` picks the module of
-:mod:`dnn_modularity.analysis` (the config's ``analysis.fn``) whose ``run(cfg)`` does the work:
+:mod:`dnn_modularity.analysis` (the config's ``analysis.fn``, the one registry: see
+:mod:`dnn_modularity.analysis.registry`) whose ``run(cfg)`` does the work:
 
 =============  ==============================================================================
 curve          per-layer modularity, R repeats, mean ± std, 95% interval + null baselines
@@ -30,20 +31,18 @@ import time
 from typing import Any
 
 import hydra
+import lightning.pytorch as L
+from hydra.utils import get_method
 from omegaconf import DictConfig
 
-from dnn_modularity.runtime import CONF_DIR
+from dnn_modularity.analysis.context import command_clock
+from dnn_modularity.analysis.registry import analysis_functions
+from dnn_modularity.progress import format_seconds
+from dnn_modularity.runtime import CONF_DIR, configure_torch
 
-__all__ = ["ANALYSES", "CONF_DIR", "analyze", "main"]
+__all__ = ["CONF_DIR", "analyze", "main"]
 
 log = logging.getLogger(__name__)
-
-#: Analysis name -> the ``run(cfg)`` it calls (the configs name the same in ``analysis.fn``).
-ANALYSES = {
-    name: f"dnn_modularity.analysis.{name}.run"
-    for name in ("curve", "adversarial", "dynamics", "difference", "histograms", "ring")
-}
-
 
 def analyze(cfg: DictConfig, *, started: float | None = None) -> dict[str, Any]:
     """Run the analysis that ``cfg.analysis`` selects.
@@ -61,19 +60,11 @@ def analyze(cfg: DictConfig, *, started: float | None = None) -> dict[str, Any]:
         KeyError: Unknown analysis name (message lists the valid ones).
     """
     started = time.perf_counter() if started is None else started
-    import lightning.pytorch as L
-    import torch
-    from hydra.utils import get_method
-
-    from dnn_modularity.analysis.context import command_clock
-    from dnn_modularity.progress import format_seconds
-
     name = str(cfg.analysis.name)
-    target = cfg.analysis.get("fn") or ANALYSES.get(name)
+    target = cfg.analysis.get("fn") or analysis_functions().get(name)
     if target is None:
-        raise KeyError(f"unknown analysis {name!r}; valid choices: {sorted(ANALYSES)}")
-    if cfg.get("num_threads"):
-        torch.set_num_threads(int(cfg.num_threads))
+        raise KeyError(f"unknown analysis {name!r}; valid choices: {sorted(analysis_functions())}")
+    configure_torch(cfg)
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     with command_clock(started):
         result = get_method(str(target))(cfg)

@@ -8,14 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from dnn_modularity import _advertorch_compat
-from dnn_modularity.attacks import (
-    ATTACKS,
-    available_attacks,
-    build_attack,
-    generate_adversarial,
-    random_targets,
-)
+from dnn_modularity.attacks import ATTACKS, available_attacks, build_attack, generate_adversarial
+from dnn_modularity.attacks import compat as advertorch_compat
+from dnn_modularity.attacks.generate import random_targets
 
 # Caps that keep every attack well under a second on 12 8x8 images.
 CAPS = {"fgsm": None, "pgd": 5, "jsma": 6, "cw": 10, "onepixel": 6, "localsearch": 2}
@@ -43,10 +38,10 @@ def digits_model() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 
 
 def test_patch_installs_working_zero_gradients() -> None:
-    _advertorch_compat.patch_torch()
+    advertorch_compat.patch_torch()
     gradcheck_module = importlib.import_module("torch.autograd.gradcheck")
-    assert gradcheck_module.zero_gradients is _advertorch_compat.zero_gradients
-    assert _advertorch_compat.patch_torch() is False  # idempotent, never replaces
+    assert gradcheck_module.zero_gradients is advertorch_compat.zero_gradients
+    assert advertorch_compat.patch_torch() is False  # idempotent, never replaces
     a = torch.ones(3, requires_grad=True)
     b = torch.ones(2, requires_grad=True)
     (a.sum() * 2 + b.sum()).backward()
@@ -55,7 +50,7 @@ def test_patch_installs_working_zero_gradients() -> None:
 
 
 def test_import_advertorch_exposes_all_six_classes() -> None:
-    module = _advertorch_compat.import_advertorch()
+    module = advertorch_compat.import_advertorch()
     for spec in ATTACKS.values():
         assert hasattr(module, spec.class_name), spec.class_name
     assert set(available_attacks()) == {"fgsm", "pgd", "jsma", "cw", "onepixel", "localsearch"}

@@ -36,7 +36,8 @@ import torch
 from torch import Tensor, nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, layer_modularity
-from dnn_modularity.attacks import generate_adversarial, get_spec
+from dnn_modularity.attacks import generate_adversarial
+from dnn_modularity.attacks.generate import get_spec
 from dnn_modularity.plots.analysis import plot_adversarial
 from dnn_modularity.plots.curves import CurveSeries
 from dnn_modularity.progress import Progress

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dnn_modularity._advertorch_compat import import_advertorch
+from dnn_modularity.attacks.compat import import_advertorch
 from dnn_modularity.models.unwrap import eval_mode, module_device
 from dnn_modularity.progress import Progress
 
