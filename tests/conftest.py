@@ -92,3 +92,22 @@ def crafted_checkpoint(tmp_path):
         path,
     )
     return path, marker
+
+
+@pytest.fixture(scope="session")
+def compose_config():
+    """``compose(config_name, *overrides) -> DictConfig`` from the package's config folder.
+
+    Each override is a ``key=value`` string or a list of them; Hydra's global state is set up
+    and torn down around each call, as the commands' own ``hydra.compose`` would.
+    """
+    from hydra import compose, initialize_config_dir
+
+    from dnn_modularity import config_dir
+
+    def compose_config_(config_name: str, *overrides: str | list[str]):
+        flat = [o for item in overrides for o in ([item] if isinstance(item, str) else item)]
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return compose(config_name, overrides=flat)
+
+    return compose_config_

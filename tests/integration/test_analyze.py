@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from dnn_modularity.analyze import CONF_DIR, analyze
@@ -25,17 +24,12 @@ pytestmark = pytest.mark.slow
 REPO = CONF_DIR.parent
 
 
-def _compose(config: str, overrides: list[str]):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config, overrides=overrides)
-
-
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
+def trained_run(compose_config, tmp_path_factory) -> Path:
     from dnn_modularity.train import train
 
     run_dir = tmp_path_factory.mktemp("train")
-    cfg = _compose(
+    cfg = compose_config(
         "train",
         [
             "experiment=train_demo_digits",
@@ -55,8 +49,10 @@ def trained_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def test_curve_of_a_trained_checkpoint_rises_more_than_random_init(trained_run, tmp_path):
-    cfg = _compose(
+def test_curve_of_a_trained_checkpoint_rises_more_than_random_init(
+    compose_config, trained_run, tmp_path
+):
+    cfg = compose_config(
         "analyze",
         [
             f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
@@ -84,15 +80,17 @@ def test_curve_of_a_trained_checkpoint_rises_more_than_random_init(trained_run, 
     assert Image.open(result["figures"]["curve"][0]).size[0] > 500
 
 
-def test_dynamics_from_history_and_from_checkpoints(trained_run, tmp_path):
+def test_dynamics_from_history_and_from_checkpoints(compose_config, trained_run, tmp_path):
     base = [f"analysis.run_dir={trained_run}", "analysis=dynamics", "probe.n=100"]
-    hist = analyze(_compose("analyze", [*base, f"run_dir={tmp_path / 'h'}"]))
+    hist = analyze(compose_config("analyze", [*base, f"run_dir={tmp_path / 'h'}"]))
     rows = read_csv_rows(tmp_path / "h" / "dynamics.csv")
     epochs = sorted({int(r["epoch"]) for r in rows if r["measure"] == "modularity"})
     assert epochs == [0, 1, 2, 3]  # epoch 0 = the initialisation (callback)
     assert any(r["measure"] == "accuracy" for r in rows)
     ckpt = analyze(
-        _compose("analyze", [*base, "analysis.source=checkpoints", f"run_dir={tmp_path / 'c'}"])
+        compose_config(
+            "analyze", [*base, "analysis.source=checkpoints", f"run_dir={tmp_path / 'c'}"]
+        )
     )
     rows = read_csv_rows(tmp_path / "c" / "dynamics.csv")
     acc = {int(r["epoch"]): float(r["value"]) for r in rows if r["measure"] == "accuracy"}

@@ -6,19 +6,12 @@ from pathlib import Path
 
 import lightning.pytorch as L
 import pytest
-from hydra import compose, initialize_config_dir
 
 from dnn_modularity.data import DigitsDataModule
 from dnn_modularity.data.probe import ProbeSizeError
 from dnn_modularity.models.classifier import ImageClassifier
-from dnn_modularity.runtime import CONF_DIR
 
 MESSAGE = r"probe\.n=5 must be larger than the number of classes \(10, data=digits\)"
-
-
-def _compose(config: str, *overrides: str):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config, overrides=list(overrides))
 
 
 @pytest.fixture(scope="module")
@@ -45,20 +38,24 @@ def tiny_ckpt(tmp_path_factory) -> Path:
     return out / "tiny.ckpt"
 
 
-def test_train_refuses_probe_below_class_count_before_training(tmp_path: Path) -> None:
+def test_train_refuses_probe_below_class_count_before_training(
+    compose_config, tmp_path: Path
+) -> None:
     from dnn_modularity.train import train
 
-    cfg = _compose("train", "model=resnet20", "probe.n=5", f"run_dir={tmp_path}")
+    cfg = compose_config("train", "model=resnet20", "probe.n=5", f"run_dir={tmp_path}")
     with pytest.raises(ProbeSizeError, match=MESSAGE):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "modularity.csv").exists()
 
 
 @pytest.mark.parametrize("analysis", ["curve", "adversarial"])
-def test_analyze_refuses_probe_below_class_count(tiny_ckpt: Path, tmp_path: Path, analysis) -> None:
+def test_analyze_refuses_probe_below_class_count(
+    compose_config, tiny_ckpt: Path, tmp_path: Path, analysis
+) -> None:
     from dnn_modularity.analyze import analyze
 
-    cfg = _compose(
+    cfg = compose_config(
         "analyze", f"ckpt_path={tiny_ckpt}", f"analysis={analysis}", "probe.n=5",
         f"run_dir={tmp_path}",
     )  # fmt: skip
@@ -68,11 +65,11 @@ def test_analyze_refuses_probe_below_class_count(tiny_ckpt: Path, tmp_path: Path
 
 
 def test_prune_refuses_probe_below_class_count_before_training(
-    tiny_ckpt: Path, tmp_path: Path
+    compose_config, tiny_ckpt: Path, tmp_path: Path
 ) -> None:
     from dnn_modularity.prune import prune
 
-    cfg = _compose("prune", f"ckpt_path={tiny_ckpt}", "probe.n=5", f"run_dir={tmp_path}")
+    cfg = compose_config("prune", f"ckpt_path={tiny_ckpt}", "probe.n=5", f"run_dir={tmp_path}")
     with pytest.raises(ProbeSizeError, match=MESSAGE):
         prune(cfg)
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "pruning_table.csv").exists()

@@ -12,7 +12,6 @@ import shlex
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 from dnn_modularity.runtime import CONF_DIR
@@ -20,11 +19,6 @@ from dnn_modularity.runtime import CONF_DIR
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", ROOT / "docs" / "reproducing.md"]
 COMMANDS = ("train", "analyze", "prune", "report")
-
-
-def _compose(config: str, overrides: list[str]) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config, overrides=overrides)
 
 
 def _assert_paper_recipe(cfg: DictConfig) -> None:
@@ -92,8 +86,8 @@ def test_the_docs_have_command_lines():
     DOC_LINES,
     ids=[f"{d}:{c}:{' '.join(o)[:60]}" for d, c, o in DOC_LINES],
 )
-def test_every_documented_command_line_composes(doc, command, overrides):
-    cfg = _compose(command, overrides)
+def test_every_documented_command_line_composes(compose_config, doc, command, overrides):
+    cfg = compose_config(command, overrides)
     if command != "train":
         return
     keys = {o.split("=", 1)[0] for o in overrides}
@@ -107,42 +101,44 @@ def test_every_documented_command_line_composes(doc, command, overrides):
         assert cfg.recipe.name == "demo" and cfg.data._target_.endswith("DigitsDataModule")
 
 
-def test_model_and_dataset_give_the_papers_recipe():
-    cfg = _compose("train", ["model=vgg16_bn", "data=cifar10", "trainer=ddp", "trainer.devices=4"])
+def test_model_and_dataset_give_the_papers_recipe(compose_config):
+    cfg = compose_config(
+        "train", ["model=vgg16_bn", "data=cifar10", "trainer=ddp", "trainer.devices=4"]
+    )
     _assert_paper_recipe(cfg)
     assert cfg.name == "cifar10_vgg16_bn"
     assert list(cfg.tags) == ["paper-recipe", "cifar10", "vgg16_bn"]
-    cfg = _compose("train", ["model=resnet18", "data=cifar100"])
+    cfg = compose_config("train", ["model=resnet18", "data=cifar100"])
     _assert_paper_recipe(cfg)
     assert cfg.probe.n == 1000
 
 
-def test_the_no_argument_run_is_the_demo():
-    cfg = _compose("train", [])
+def test_the_no_argument_run_is_the_demo(compose_config):
+    cfg = compose_config("train", [])
     assert cfg.recipe.name == "demo" and cfg.recipe.data == "cluttered_digits"
     assert cfg.model.name == "resnet20" and cfg.trainer.max_epochs == 15
     assert cfg.optimizer.lr == 0.1 and cfg.num_threads is None
     assert OmegaConf.to_container(cfg.scheduler, resolve=True)["milestones"] == [8, 12]
     assert cfg.name == "cluttered_digits_resnet20"
     # plain digits keeps the shorter demo recipe
-    cfg = _compose("train", ["data=digits"])
+    cfg = compose_config("train", ["data=digits"])
     assert cfg.recipe.data == "digits" and cfg.optimizer.lr == 0.02 and cfg.num_threads == 1
     assert cfg.trainer.max_epochs == 20
 
 
-def test_every_dataset_has_a_recipe():
+def test_every_dataset_has_a_recipe(compose_config):
     """A new data option needs its conf/recipe/<data>.yaml (one file including demo or paper)."""
     for path in sorted((CONF_DIR / "data").glob("*.yaml")):
-        cfg = _compose("train", [f"data={path.stem}"])
+        cfg = compose_config("train", [f"data={path.stem}"])
         assert cfg.recipe.name in ("demo", "paper") and cfg.recipe.data == path.stem, path.stem
 
 
-def test_presets_win_over_the_recipe_and_overrides_win_over_both():
-    cfg = _compose("train", ["experiment=train_cifar10_dynamics_resnet18"])
+def test_presets_win_over_the_recipe_and_overrides_win_over_both(compose_config):
+    cfg = compose_config("train", ["experiment=train_cifar10_dynamics_resnet18"])
     assert cfg.trainer.max_epochs == 30 and cfg.name == "cifar10_dynamics_resnet18"
-    cfg = _compose("train", ["data=cifar10", "scheduler=cosine", "optimizer=adamw"])
+    cfg = compose_config("train", ["data=cifar10", "scheduler=cosine", "optimizer=adamw"])
     assert cfg.scheduler._target_.endswith("CosineAnnealingLR")
     assert "milestones" not in cfg.scheduler
     assert cfg.optimizer._target_ == "torch.optim.AdamW" and "momentum" not in cfg.optimizer
-    cfg = _compose("train", ["data=digits", "trainer.max_epochs=3", "optimizer.lr=0.1"])
+    cfg = compose_config("train", ["data=digits", "trainer.max_epochs=3", "optimizer.lr=0.1"])
     assert cfg.trainer.max_epochs == 3 and cfg.optimizer.lr == 0.1
