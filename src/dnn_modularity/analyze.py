@@ -44,6 +44,7 @@ __all__ = ["CONF_DIR", "analyze", "main"]
 
 log = logging.getLogger(__name__)
 
+
 def analyze(cfg: DictConfig, *, started: float | None = None) -> dict[str, Any]:
     """Run the analysis that ``cfg.analysis`` selects.
 

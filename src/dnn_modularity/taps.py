@@ -33,6 +33,9 @@ Two ways to read features:
 Either way the forward pass itself needs the usual activation memory of one batch (under
 ``torch.no_grad()`` only a couple of activations at a time); ``dtype`` (e.g. ``torch.float16``)
 and ``to_cpu=True`` (move each batch's features off the GPU right away) bound what is stored.
+
+Over 500 lines: the only module that touches forward hooks; tap resolution, `LayerTaps` and the per-
+layer feature iterator share its hook plumbing.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ as W&B images plus a table).
 DDP: every rank forwards its shard `r::world` of the probe set; the torchmetrics wrappers gather
 the shards with their probe positions, restore the order and drop duplicates, so every rank
 computes exactly the single-process value (same weights -> same curve), and rank 0 writes.
+
+Over 500 lines: one Lightning callback and its state (resume checks, DDP gathering, records,
+figures); kept whole while a monitor option lands in it, a split of its figure and resume code is
+the next step.
 """
 
 from __future__ import annotations

@@ -22,6 +22,9 @@ samples are unlike, which is neither cohesion nor entanglement, and letting it c
 weight would push the shares out of [0, 1]. :attr:`ClassDiagnostics.negative_weight_share` says
 how much weight that concerned. With cosine similarity of non-negative (post-ReLU) features all
 weights are ≥ 0 and both readings coincide.
+
+Over 500 lines: paper 2's class-separation measures (AQ, EQ, r, M) and their graph helpers belong
+together.
 """
 
 from __future__ import annotations

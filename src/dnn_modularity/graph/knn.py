@@ -11,6 +11,9 @@ Exactness. The k-NN graph is the graph of paper 1's official code: the similarit
 symmetrised as (A + Aᵀ)/2. Candidates are merged as int64 sort keys
 (:mod:`~dnn_modularity.graph.keys`) whose order is heapq's, so ties are broken exactly as the
 official code breaks them, whatever the order in which candidates arrive.
+
+Over 500 lines: the blockwise k-NN graph and the top-|E| subgraph share the screened top-k
+machinery.
 """
 
 from __future__ import annotations

@@ -40,6 +40,9 @@ Two halves:
 2. **Candidates**: which layers of a model can go (:func:`removable_layers`), its stages
    (:func:`model_stages`), and :func:`decide_for_model` (a rule on a model's curve). The surgery
    itself is :mod:`dnn_modularity.pruning.surgery`, the costs :mod:`dnn_modularity.pruning.costs`.
+
+Over 500 lines: the three rules, the stage guard and `decide` share one vocabulary (flags,
+candidates, stages) and are read together.
 """
 
 from __future__ import annotations
