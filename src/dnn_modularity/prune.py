@@ -845,17 +845,6 @@ def _sweep_row(
     }
 
 
-def _check_fits(parent: Any, datamodule: Any, ckpt_path: str) -> None:
-    arch = parent.net.arch_config()
-    for key in ("num_classes", "in_channels"):
-        want, got = getattr(datamodule, key, None), arch.get(key)
-        if want is not None and got is not None and int(want) != int(got):
-            raise ValueError(
-                f"checkpoint {ckpt_path!r} has {key}={got} but data={datamodule.name} has "
-                f"{key}={want}; pass the data the model was trained on (e.g. data=cifar10)"
-            )
-
-
 def prune(cfg: DictConfig) -> dict[str, Any]:
     """Prune a trained classifier by its modularity curve, fine-tune, and tabulate.
 
@@ -873,7 +862,7 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
     """
     import lightning.pytorch as L
 
-    from dnn_modularity.models.classifier import load_classifier
+    from dnn_modularity.models.classifier import check_model_fits_data, load_classifier
     from dnn_modularity.pruning import RULES
 
     if not cfg.get("ckpt_path"):
@@ -887,7 +876,12 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
     parent = load_classifier(str(cfg.ckpt_path))
     datamodule = instantiate(cfg.data)
     datamodule.setup()
-    _check_fits(parent, datamodule, str(cfg.ckpt_path))
+    check_model_fits_data(
+        parent.net.arch_config(),
+        datamodule,
+        f"checkpoint {str(cfg.ckpt_path)!r}",
+        parent.hparams.get("data"),
+    )
     # Claimed after the checks above, so a refused config leaves no folder behind.
     run_dir = prepare_run_dir(cfg, hydra_config(), inputs=[cfg.ckpt_path, cfg.get("curve")])
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)

@@ -27,7 +27,8 @@ REPO = CONF_DIR.parent
 
 def _compose(config: str, overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config, overrides=overrides)
+        # digits: the quick checkpoint (the no-argument default data is cluttered_digits)
+        return compose(config, overrides=["data=digits", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +112,7 @@ def test_cli_adversarial_runs_all_six_attacks(trained_run, tmp_path):
             "dnn_modularity.analyze",
             f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
             "analysis=adversarial",
+            "data=digits",
             "probe.n=40",
             "attack_iteration_cap=2",
             "analysis.cpu_caps.jsma.max_images=20",

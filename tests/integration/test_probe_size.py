@@ -18,7 +18,7 @@ MESSAGE = r"probe\.n=5 must be larger than the number of classes \(10, data=digi
 
 def _compose(config: str, *overrides: str):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config, overrides=list(overrides))
+        return compose(config, overrides=["data=digits", *overrides])
 
 
 @pytest.fixture(scope="module")

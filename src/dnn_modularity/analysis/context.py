@@ -19,6 +19,7 @@ from torch import nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, resolve_device, save_output
 from dnn_modularity.io import atomic_write_text
+from dnn_modularity.models.classifier import check_model_fits_data, load_classifier
 from dnn_modularity.runtime import (
     build_loggers,
     claim_config_run_dir,
@@ -117,18 +118,6 @@ def load_model(ckpt_path: str, device: torch.device | str = "cpu") -> nn.Module:
     return classifier.model.eval()
 
 
-def _check_model_fits_data(model: nn.Module, dm: Any, where: str) -> None:
-    arch = model.arch_config() if hasattr(model, "arch_config") else {}
-    for key in ("num_classes", "in_channels"):
-        expected = getattr(dm, key, None)
-        got = arch.get(key)
-        if got is not None and expected is not None and int(got) != int(expected):
-            raise ValueError(
-                f"{where} has {key}={got} but data={dm.name} has {key}={expected}; choose the "
-                f"data the model was trained on (e.g. data=cifar10)"
-            )
-
-
 def load_context(cfg: Any, *, need_model: bool = True) -> Context:
     """Build the :class:`Context` of a run from the composed ``analyze`` config.
 
@@ -150,8 +139,10 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
     model = None
     model_name = "model"
     if need_model:
+        trained_on = None
         if cfg.get("ckpt_path"):
-            model = load_model(str(cfg.ckpt_path), device)
+            classifier = load_classifier(str(cfg.ckpt_path), map_location=device)
+            model, trained_on = classifier.model.eval(), classifier.hparams.get("data")
             where = f"checkpoint {cfg.ckpt_path}"
         elif cfg.get("model"):
             from omegaconf import OmegaConf
@@ -168,7 +159,7 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
                 f"analysis={analysis} needs a model: pass ckpt_path=<run>/checkpoints/<file>.ckpt "
                 "(or model=<name> for an untrained network)"
             )
-        _check_model_fits_data(model, datamodule, where)
+        check_model_fits_data(model.arch_config(), datamodule, where, trained_on)
         model_name = str(model.arch_config().get("name", "model"))
     dtype_name = cfg.get("feature_dtype")
     if dtype_name is not None and str(dtype_name) not in _DTYPES:
