@@ -55,7 +55,13 @@ def _cfg(ckpt: Path, run_dir: Path, *overrides: str):
         return compose(
             "prune",
             # digits: the parent's data (the no-argument default data is cluttered_digits)
-            overrides=["data=digits", f"ckpt_path={ckpt}", f"run_dir={run_dir}", *QUIET, *overrides],
+            overrides=[
+                "data=digits",
+                f"ckpt_path={ckpt}",
+                f"run_dir={run_dir}",
+                *QUIET,
+                *overrides,
+            ],
         )
 
 
