@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 REPO = CONF_DIR.parent
 
 
+# data=digits everywhere: the quick checkpoint's data (the no-argument default is cluttered_digits)
 @pytest.fixture(scope="module")
 def trained_run(compose_config, tmp_path_factory) -> Path:
     from dnn_modularity.train import train
@@ -31,6 +32,7 @@ def trained_run(compose_config, tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("train")
     cfg = compose_config(
         "train",
+        "data=digits",
         [
             "experiment=train_demo_digits",
             "model=resnet20",
@@ -54,6 +56,7 @@ def test_curve_of_a_trained_checkpoint_rises_more_than_random_init(
 ):
     cfg = compose_config(
         "analyze",
+        "data=digits",
         [
             f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
             "analysis=curve",
@@ -82,14 +85,16 @@ def test_curve_of_a_trained_checkpoint_rises_more_than_random_init(
 
 def test_dynamics_from_history_and_from_checkpoints(compose_config, trained_run, tmp_path):
     base = [f"analysis.run_dir={trained_run}", "analysis=dynamics", "probe.n=100"]
-    hist = analyze(compose_config("analyze", [*base, f"run_dir={tmp_path / 'h'}"]))
+    hist = analyze(compose_config("analyze", "data=digits", [*base, f"run_dir={tmp_path / 'h'}"]))
     rows = read_csv_rows(tmp_path / "h" / "dynamics.csv")
     epochs = sorted({int(r["epoch"]) for r in rows if r["measure"] == "modularity"})
     assert epochs == [0, 1, 2, 3]  # epoch 0 = the initialisation (callback)
     assert any(r["measure"] == "accuracy" for r in rows)
     ckpt = analyze(
         compose_config(
-            "analyze", [*base, "analysis.source=checkpoints", f"run_dir={tmp_path / 'c'}"]
+            "analyze",
+            "data=digits",
+            [*base, "analysis.source=checkpoints", f"run_dir={tmp_path / 'c'}"],
         )
     )
     rows = read_csv_rows(tmp_path / "c" / "dynamics.csv")
@@ -109,6 +114,7 @@ def test_cli_adversarial_runs_all_six_attacks(trained_run, tmp_path):
             "dnn_modularity.analyze",
             f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
             "analysis=adversarial",
+            "data=digits",
             "probe.n=40",
             "attack_iteration_cap=2",
             "analysis.cpu_caps.jsma.max_images=20",

@@ -14,6 +14,7 @@ from dnn_modularity.models.classifier import ImageClassifier
 MESSAGE = r"probe\.n=5 must be larger than the number of classes \(10, data=digits\)"
 
 
+# data=digits everywhere: the quick checkpoint's data (the no-argument default is cluttered_digits)
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     """An (almost untrained) ResNet-20 checkpoint for digits: one training step."""
@@ -43,7 +44,9 @@ def test_train_refuses_probe_below_class_count_before_training(
 ) -> None:
     from dnn_modularity.train import train
 
-    cfg = compose_config("train", "model=resnet20", "probe.n=5", f"run_dir={tmp_path}")
+    cfg = compose_config(
+        "train", "data=digits", "model=resnet20", "probe.n=5", f"run_dir={tmp_path}"
+    )
     with pytest.raises(ProbeSizeError, match=MESSAGE):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "modularity.csv").exists()
@@ -56,7 +59,8 @@ def test_analyze_refuses_probe_below_class_count(
     from dnn_modularity.analyze import analyze
 
     cfg = compose_config(
-        "analyze", f"ckpt_path={tiny_ckpt}", f"analysis={analysis}", "probe.n=5",
+        "analyze",
+        "data=digits", f"ckpt_path={tiny_ckpt}", f"analysis={analysis}", "probe.n=5",
         f"run_dir={tmp_path}",
     )  # fmt: skip
     with pytest.raises(ProbeSizeError, match=MESSAGE):
@@ -69,7 +73,9 @@ def test_prune_refuses_probe_below_class_count_before_training(
 ) -> None:
     from dnn_modularity.prune import prune
 
-    cfg = compose_config("prune", f"ckpt_path={tiny_ckpt}", "probe.n=5", f"run_dir={tmp_path}")
+    cfg = compose_config(
+        "prune", "data=digits", f"ckpt_path={tiny_ckpt}", "probe.n=5", f"run_dir={tmp_path}"
+    )
     with pytest.raises(ProbeSizeError, match=MESSAGE):
         prune(cfg)
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "pruning_table.csv").exists()

@@ -21,6 +21,7 @@ from dnn_modularity.models.classifier import ImageClassifier, load_classifier
 from dnn_modularity.train import CONF_DIR, check_config, resolve_wandb_mode, train
 
 FAST = [
+    "data=digits",  # the quick digits runs (the no-argument default is cluttered_digits)
     "model=resnet20",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=3",

@@ -31,6 +31,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_demo_preset_trains_two_short_epochs(tmp_path: Path) -> None:
     overrides = [
         PRESET,
+        "scheduler=onecycle",  # the one-cycle schedule, stepped per batch, on the same data
+        "scheduler.max_lr=0.1",
+        "module.scheduler_interval=step",
         "num_threads=1",  # the test process keeps its single thread
         "trainer.max_epochs=2",
         "trainer.limit_train_batches=4",
