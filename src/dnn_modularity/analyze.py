@@ -11,6 +11,8 @@ dynamics       modularity of each layer vs epoch beside accuracy (paper 1 Fig. 6
 difference     |M_i - M_j| heatmap beside linear CKA (paper 1 Fig. 8)
 histograms     all-pairs similarity histograms per layer (paper 2 Figs. 2-5)
 ring           ring graphs (grid + GIF), M vs Newman Q (paper 2 Figs. 6-10)
+diagnostics    per-class purity and Q terms, class-pair entanglement, k-NN and linear-probe
+               accuracy per layer (beyond the papers)
 =============  ==============================================================================
 
 Examples::
@@ -41,7 +43,15 @@ log = logging.getLogger(__name__)
 #: Analysis name -> the ``run(cfg)`` it calls (the configs name the same in ``analysis.fn``).
 ANALYSES = {
     name: f"dnn_modularity.analysis.{name}.run"
-    for name in ("curve", "adversarial", "dynamics", "difference", "histograms", "ring")
+    for name in (
+        "curve",
+        "adversarial",
+        "dynamics",
+        "difference",
+        "histograms",
+        "ring",
+        "diagnostics",
+    )
 }
 
 
