@@ -13,7 +13,9 @@ comparison figures from them:
   and 5), one panel per model and data set; the random-init null of each job can be added
   (Fig. B12);
 * ``adversarial.png`` (success rate per attack and job), ``ring_m.png`` (paper 2's M per
-  job), ``last_layer_*.png`` (the last layer's modularity against a numeric swept setting).
+  job), ``last_layer_*.png`` (the last layer's modularity against a numeric swept setting);
+* ``diagnostics_curves.png``: Q, k-NN accuracy and linear-probe accuracy per layer (mean ± std
+  bands), one line per ``analysis=diagnostics`` job (:mod:`dnn_modularity.report_diagnostics`).
 
 Tests call :func:`build_report`.
 """
@@ -38,7 +40,15 @@ __all__ = ["ANALYSIS_NAMES", "Job", "build_report", "find_jobs", "main", "report
 
 log = logging.getLogger(__name__)
 
-ANALYSIS_NAMES = ("curve", "adversarial", "dynamics", "difference", "histograms", "ring")
+ANALYSIS_NAMES = (
+    "curve",
+    "adversarial",
+    "dynamics",
+    "difference",
+    "histograms",
+    "ring",
+    "diagnostics",
+)
 #: Overrides that identify *where* a job ran rather than *what* it measured.
 _IGNORED_KEYS = (
     "run_dir",
@@ -407,6 +417,10 @@ def build_report(
             drawn["adversarial"] = _adversarial_figure(members, keys)
         elif analysis == "ring":
             drawn["ring_m"] = _ring_figure(members, keys)
+        elif analysis == "diagnostics":  # Q beside k-NN and linear-probe accuracy
+            from dnn_modularity.report_diagnostics import diagnostics_report_figures
+
+            drawn.update(diagnostics_report_figures(members, keys))
         for name, fig in drawn.items():
             figures[name] = atomic_save_figure(fig, out / name, dpi=fig.dpi)
             plt.close(fig)
