@@ -1,4 +1,4 @@
-"""ModularityMonitor(diagnostics=[...]): diagnostics.csv, scalars, figures; modularity.csv as before."""
+"""ModularityMonitor(diagnostics=[...]): diagnostics.csv, scalars, figures; modularity.csv kept."""
 
 from __future__ import annotations
 
