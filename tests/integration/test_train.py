@@ -21,6 +21,7 @@ from dnn_modularity.models.classifier import ImageClassifier, load_classifier
 from dnn_modularity.train import CONF_DIR, check_config, resolve_wandb_mode, train
 
 FAST = [
+    "data=digits",  # 8x8 digits: the fastest (the no-argument demo is cluttered_digits)
     "model=resnet20",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=3",
@@ -288,6 +289,9 @@ def test_wandb_offline_run_holds_the_logged_keys(tmp_path: Path, monkeypatch) ->
         "test/acc",
     } <= keys
     assert {"figures/modularity_curves/_type", "modularity/table/_type"} <= keys
+    # the monitor's default diagnostics: scalars, their figures and table
+    assert {"knn_accuracy/layer_10", "purity/layer_10", "purity_min/layer_01"} <= keys
+    assert {"figures/diagnostics_purity_heatmap/_type", "diagnostics/table/_type"} <= keys
     # name and tags follow the choices (conf/recipe): <data>_<model>, [<recipe>, <data>, <model>]
     assert run_info is not None and run_info.run_group == "digits_resnet20"
     assert list(run_info.tags) == ["demo-recipe", "digits", "resnet20"]

@@ -80,7 +80,8 @@ class MonitorDiagnostics:
         self.class_names: list[str] | None = None
         self.history: list[dict[str, Any]] = []
         self.seconds: dict[str, float] = {}
-        self._pending: list[dict[str, Any]] = []
+        #: Rows measured since the last :meth:`record` (without ``epoch``).
+        self.pending: list[dict[str, Any]] = []
 
     @classmethod
     def create(cls, names: Any, **kwargs: Any) -> MonitorDiagnostics | None:
@@ -131,13 +132,13 @@ class MonitorDiagnostics:
         rows = diagnostic_rows(
             diag, base, layer_index=base["layer_index"], class_names=self.class_names
         )
-        self._pending += [r for r in rows if r["measure"] != "modularity"]  # in modularity.csv
+        self.pending += [r for r in rows if r["measure"] != "modularity"]  # in modularity.csv
         return diag.modularity
 
     def record(self, trainer: Any, epoch: int, csv_path: Path) -> list[dict[str, Any]]:
         """File the measurement of ``epoch``: rows to the CSV (rank 0), scalars to the loggers."""
-        rows = [{"epoch": epoch, **row} for row in self._pending]
-        self._pending = []
+        rows = [{"epoch": epoch, **row} for row in self.pending]
+        self.pending = []
         self.history += rows
         if trainer.is_global_zero and rows:
             append_csv_rows(csv_path, rows)
@@ -149,7 +150,7 @@ class MonitorDiagnostics:
 
     def restart(self, epoch: int, csv_path: Path, is_global_zero: bool) -> None:
         """At (re)start: keep the file's rows up to ``epoch`` (a resumed run redoes the rest)."""
-        self._pending = []
+        self.pending = []
         old = read_csv_rows(csv_path)
         kept = [r for r in old if int(r["epoch"]) <= epoch]
         self.history = [_typed(r) for r in kept]
