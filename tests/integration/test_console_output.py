@@ -27,6 +27,7 @@ def test_default_run_console_and_log_hold_progress_but_no_noise(tmp_path: Path) 
             "trainer.limit_val_batches=1",
             "trainer.limit_test_batches=1",
             "probe.n=100",
+            "callbacks.modularity.every_n_epochs=1",  # the demo recipe measures every 3rd
             f"hydra.run.dir={run_dir}",
         ],
         cwd=tmp_path,

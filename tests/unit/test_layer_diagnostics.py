@@ -109,3 +109,16 @@ def test_class_names_and_pair_labels() -> None:
     assert class_names_of(nested) == ["a", "b", "c"]
     assert class_names_of(SimpleNamespace(test_set=None)) is None
     assert pair_label(3, 5) == "3/5" and pair_label(0, 1, ["cat", "dog"]) == "cat/dog"
+
+
+@pytest.mark.gpu
+def test_cuda_features_give_the_cpu_values() -> None:
+    x, y = planted()
+    cpu = diagnose_layer(x, y, DIAGNOSTICS, k=3)
+    gpu = diagnose_layer(x.cuda(), y.cuda(), DIAGNOSTICS, k=3)
+    assert gpu.modularity == pytest.approx(cpu.modularity, abs=1e-6)
+    assert gpu.knn_accuracy == pytest.approx(cpu.knn_accuracy, abs=1e-2)
+    assert torch.allclose(gpu.purity, cpu.purity, atol=1e-4)
+    assert gpu.purity.device.type == "cpu" and gpu.probe.accuracy == pytest.approx(
+        cpu.probe.accuracy, abs=0.05
+    )

@@ -41,8 +41,10 @@ from dnn_modularity.layer_diagnostics import (
 
 __all__ = ["CSV_NAME", "DEFAULT_DIAGNOSTICS", "MonitorDiagnostics"]
 
-#: The monitor's diagnostics when none are named. Measured on the demo (ResNet-20, cluttered
-#: digits, N = 500, 10 block taps, 2 CPU cores): see conf/callbacks/modularity.yaml.
+#: The monitor's diagnostics when none are named: the cheap ones (they reuse the graph of Q).
+#: Measured on the demo (ResNet-20, cluttered digits, N = 500, 10 block taps, 2 CPU cores, Intel
+#: Xeon): purity 4.9 ms and knn_acc 3.6 ms per measurement against the monitor's own 0.92 s
+#: (< 1 % each); pairs is as cheap but writes C² rows per layer; linear_probe costs +39 %.
 DEFAULT_DIAGNOSTICS: tuple[str, ...] = ("purity", "knn_acc")
 #: File of the rows, beside modularity.csv.
 CSV_NAME = "diagnostics.csv"
