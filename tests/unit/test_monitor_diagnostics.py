@@ -139,3 +139,10 @@ def test_restart_keeps_the_rows_up_to_the_resumed_epoch(tmp_path: Path) -> None:
     }
     diag.restart(5, tmp_path / "missing.csv", is_global_zero=True)
     assert diag.history == [] and not (tmp_path / "missing.csv").exists()
+
+
+def test_the_diagnostics_file_follows_the_record_file(tmp_path: Path) -> None:
+    default = ModularityMonitor(n=60, output_dir=tmp_path)
+    other = ModularityMonitor(n=60, output_dir=tmp_path, csv_name="adv_pgd.csv")
+    assert default.diagnostics_csv_path() == tmp_path / "diagnostics.csv"
+    assert other.diagnostics_csv_path() == tmp_path / "adv_pgd_diagnostics.csv"

@@ -463,8 +463,14 @@ class ModularityMonitor(Callback):
         return self._out_dir(trainer) / self.csv_name
 
     def diagnostics_csv_path(self, trainer: L.Trainer | None = None) -> Path:
-        """Where the diagnostics rows go: `<output_dir>/diagnostics.csv` (beside the rows)."""
-        return self._out_dir(trainer) / f"{self._figure_tag}{DIAGNOSTICS_CSV}"
+        """Where the diagnostics rows go: `diagnostics.csv` beside `modularity.csv`.
+
+        Beside another record file `<stem>.csv` (a second monitor, a resumed record):
+        `<stem>_diagnostics.csv`.
+        """
+        stem = Path(self.csv_name).stem
+        name = DIAGNOSTICS_CSV if stem == "modularity" else f"{stem}_{DIAGNOSTICS_CSV}"
+        return self._out_dir(trainer) / name
 
     def _out_dir(self, trainer: L.Trainer | None) -> Path:
         if self.output_dir is not None:
