@@ -12,6 +12,8 @@ dynamics       modularity of each layer vs epoch beside accuracy (paper 1 Fig. 6
 difference     |M_i - M_j| heatmap beside linear CKA (paper 1 Fig. 8)
 histograms     all-pairs similarity histograms per layer (paper 2 Figs. 2-5)
 ring           ring graphs (grid + GIF), M vs Newman Q (paper 2 Figs. 6-10)
+diagnostics    per-class purity and Q terms, class-pair entanglement, k-NN and linear-probe
+               accuracy per layer (beyond the papers)
 =============  ==============================================================================
 
 Examples::

@@ -13,7 +13,10 @@ comparison figures from them:
   and 5), one panel per model and data set; the random-init null of each job can be added
   (Fig. B12);
 * ``adversarial.png`` (success rate per attack and job), ``ring_m.png`` (paper 2's M per
-  job), ``last_layer_*.png`` (the last layer's modularity against a numeric swept setting).
+  job), ``last_layer_*.png`` (the last layer's modularity against a numeric swept setting);
+* ``diagnostics_curves.png``: Q, k-NN accuracy and linear-probe accuracy per layer (mean ± std
+  bands), one line per ``analysis=diagnostics`` job
+  (:mod:`dnn_modularity.plots.report_diagnostics`).
 
 Tests call :func:`build_report`.
 """
@@ -37,6 +40,7 @@ from dnn_modularity.plots.report import (
     last_layer_figure,
     ring_figure,
 )
+from dnn_modularity.plots.report_diagnostics import diagnostics_report_figures
 from dnn_modularity.records import atomic_save_figure, write_csv_rows, write_json
 from dnn_modularity.rundir import run_stamp
 from dnn_modularity.runtime import CONF_DIR, claim_config_run_dir, hydra_config
@@ -124,6 +128,8 @@ def _figures(
         drawn["adversarial"] = adversarial_figure(jobs, keys)
     elif analysis == "ring":
         drawn["ring_m"] = ring_figure(jobs, keys)
+    elif analysis == "diagnostics":  # Q beside k-NN and linear-probe accuracy
+        drawn.update(diagnostics_report_figures(jobs, keys))
     return drawn
 
 

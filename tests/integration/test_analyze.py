@@ -149,3 +149,37 @@ def test_cli_adversarial_runs_all_six_attacks(trained_run, tmp_path):
     # Each attack logs its start and its end with the duration (a log file sees it).
     for name in ("FGSM", "PGD", "JSMA", "CW", "OnePixel", "LocalSearch"):
         assert f"{name} attack: started" in console and f"{name} attack: done in" in console
+
+
+def test_diagnostics_of_a_trained_checkpoint_and_the_report_of_two_jobs(
+    compose_config, trained_run, tmp_path
+):
+    from dnn_modularity.report import build_report
+
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    results = {}
+    for k in (3, 5):
+        overrides = [f"ckpt_path={ckpt}", "data=digits", "analysis=diagnostics", "probe.n=200"]
+        overrides += ["analysis.repeats=2", f"graph.k={k}", f"run_dir={tmp_path / f'k{k}'}"]
+        results[k] = analyze(compose_config("analyze", overrides))
+    out = tmp_path / "k3"
+    meta = json.loads((out / "diagnostics.json").read_text())
+    assert meta["model"] == "resnet20" and meta["data"] == "digits"
+    assert meta["settings"]["linear_probe"]["split"] == "stratified"
+    notes = meta["per_layer"]
+    assert len(notes) == 10 and notes[-1]["layer"] == "layer3.2"
+    last = notes[-1]
+    assert last["modularity"] > notes[0]["modularity"]
+    assert last["knn_accuracy"] > 0.85 and last["probe_accuracy"] > 0.85
+    assert len(last["most_entangled"]) == 3
+    assert meta["spearman"]["modularity"]["knn_accuracy"] > 0.5
+    summary = read_csv_rows(out / "diagnostics_summary.csv")
+    probe = [r for r in summary if r["measure"] == "probe_accuracy"]
+    assert len(probe) == 10 and {r["n"] for r in probe} == {"2"}
+    for name in ("purity_heatmap", "pair_matrices", "pair_separation", "separability_curves"):
+        assert Image.open(results[3]["figures"][name][0]).size[0] > 400, name
+    report = build_report(tmp_path, tmp_path / "report")
+    assert report["swept"]["diagnostics"] == ["graph.k"]
+    assert Path(report["figures"]["diagnostics_curves"][0]).stat().st_size > 1000
+    combined = read_csv_rows(tmp_path / "report" / "combined_diagnostics.csv")
+    assert {r["setting:graph.k"] for r in combined} == {"3", "5"}

@@ -78,6 +78,17 @@ def test_wheel_installed_in_a_fresh_venv_composes_and_trains_outside_the_checkou
     ).stdout.split()
     assert Path(where[0]).is_relative_to(venv), where  # the wheel, not the checkout
     assert Path(where[1]) == Path(where[0]).parent / "conf"
+    # The Hydra plugin behind model=torchvision:<name> ships too (a namespace package).
+    plugin = _run(
+        [
+            python,
+            "-c",
+            "import hydra_plugins.dnn_modularity_external_models as m; print(m.__file__)",
+        ],
+        elsewhere,
+        env,
+    ).stdout.strip()
+    assert Path(plugin).is_relative_to(venv), plugin
     run_dir = tmp_path / "run"
     _run(
         [python, "-m", "dnn_modularity.train", *ONE_STEP, f"run_dir={run_dir}"],

@@ -289,6 +289,9 @@ def test_wandb_offline_run_holds_the_logged_keys(tmp_path: Path, monkeypatch) ->
         "test/acc",
     } <= keys
     assert {"figures/modularity_curves/_type", "modularity/table/_type"} <= keys
+    # the monitor's default diagnostics: scalars, their figures and table
+    assert {"knn_accuracy/layer_10", "purity/layer_10", "purity_min/layer_01"} <= keys
+    assert {"figures/diagnostics_purity_heatmap/_type", "diagnostics/table/_type"} <= keys
     # name and tags follow the choices (conf/recipe): <data>_<model>, [<recipe>, <data>, <model>]
     assert run_info is not None and run_info.run_group == "digits_resnet20"
     assert list(run_info.tags) == ["demo-recipe", "digits", "resnet20"]

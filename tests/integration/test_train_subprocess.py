@@ -75,6 +75,7 @@ def test_ddp_on_two_cpu_processes_equals_single_process_curve(tmp_path: Path) ->
     assert Counter(r["epoch"] for r in rows) == {"0": 10, "1": 10}
     assert json.loads((run_dir / "results.json").read_text())["test"]["test/acc"] >= 0
 
+    diag_rows = [r for r in read_csv(run_dir / "diagnostics.csv") if r["measure"] == "knn_accuracy"]
     digits = DigitsDataModule()
     for epoch in (0, 1):
         module = load_classifier(run_dir / "checkpoints" / "epochs" / f"epoch_{epoch:03d}.ckpt")
@@ -83,6 +84,10 @@ def test_ddp_on_two_cpu_processes_equals_single_process_curve(tmp_path: Path) ->
         single = [r["modularity"] for r in monitor.measure(module)]
         distributed = [float(r["modularity"]) for r in rows if r["epoch"] == str(epoch)]
         assert distributed == pytest.approx(single, abs=1e-6), f"epoch {epoch}"
+        # the default diagnostics (purity, knn_acc) too: gathered, each value once
+        knn = [r["value"] for r in monitor._diag.pending if r["measure"] == "knn_accuracy"]
+        got = [float(r["value"]) for r in diag_rows if r["epoch"] == str(epoch)]
+        assert got == pytest.approx(knn, abs=1e-6) and len(got) == 10, f"epoch {epoch}"
 
 
 @pytest.mark.slow

@@ -6,7 +6,9 @@
 - :mod:`~dnn_modularity.analysis.dynamics`: curves during training (paper 1 Fig. 6b);
 - :mod:`~dnn_modularity.analysis.difference`: |ΔM| vs linear CKA (paper 1 Fig. 8);
 - :mod:`~dnn_modularity.analysis.histograms`: all-pairs similarity histograms (paper 2 Figs. 2-5);
-- :mod:`~dnn_modularity.analysis.ring`: ring graphs and M vs Newman Q (paper 2 Figs. 6-10).
+- :mod:`~dnn_modularity.analysis.ring`: ring graphs and M vs Newman Q (paper 2 Figs. 6-10);
+- :mod:`~dnn_modularity.analysis.diagnostics`: which classes separate where (per-class purity,
+  class-pair entanglement, k-NN and linear-probe accuracy per layer; beyond the papers).
 
 :mod:`~dnn_modularity.analysis.common` holds the shared tensor-side helpers and the record
 format, :mod:`~dnn_modularity.analysis.context` the config side (model, data, outputs, loggers).

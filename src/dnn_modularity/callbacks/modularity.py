@@ -38,6 +38,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from dnn_modularity.callbacks.monitor_diagnostics import CSV_NAME as DIAGNOSTICS_CSV
+from dnn_modularity.callbacks.monitor_diagnostics import DEFAULT_DIAGNOSTICS, MonitorDiagnostics
 from dnn_modularity.data.probe import STRATEGIES, ProbeSet, check_probe_size
 from dnn_modularity.graph import METRICS, resolve_num_edges
 from dnn_modularity.loggers import log_table
@@ -190,6 +192,9 @@ class ModularityMonitor(Callback):
         csv_name: File name of the rows.
         on_resume_change: One of `RESUME_CHANGES`: what a resume from a checkpoint measured with
             other settings (`RESUME_SETTINGS`) does.
+        diagnostics: Per-class diagnostics from the same k-NN graph, any of "purity", "pairs",
+            "knn_acc", "linear_probe" (`dnn_modularity.callbacks.monitor_diagnostics`): rows in
+            `diagnostics.csv`, scalars, figures; `modularity.csv` is unchanged. [] for none.
     """
 
     def __init__(
@@ -215,6 +220,7 @@ class ModularityMonitor(Callback):
         log_prefix: str = "",
         csv_name: str = "modularity.csv",
         on_resume_change: str = "error",
+        diagnostics: Sequence[str] | str | None = DEFAULT_DIAGNOSTICS,
     ) -> None:
         super().__init__()
         if int(k) < 1:
@@ -262,6 +268,10 @@ class ModularityMonitor(Callback):
         self.csv_name = str(csv_name)
         self.on_resume_change = str(on_resume_change)
         self._figure_tag = ""  # set when a resume continues into a new record file
+        # Optional per-class diagnostics (issue 12), computed from the graph Q is computed on.
+        self._diag = MonitorDiagnostics.create(
+            diagnostics, k=self.k, metric=self.metric, seed=self.seed, log_prefix=self.log_prefix
+        )
 
         self.history: list[dict[str, Any]] = []
         self.probes: list[ProbeSet] = []
@@ -441,6 +451,16 @@ class ModularityMonitor(Callback):
         """Where the rows go: `<output_dir>/modularity.csv`."""
         return self._out_dir(trainer) / self.csv_name
 
+    def diagnostics_csv_path(self, trainer: L.Trainer | None = None) -> Path:
+        """Where the diagnostics rows go: `diagnostics.csv` beside `modularity.csv`.
+
+        Beside another record file `<stem>.csv` (a second monitor, a resumed record):
+        `<stem>_diagnostics.csv`.
+        """
+        stem = Path(self.csv_name).stem
+        name = DIAGNOSTICS_CSV if stem == "modularity" else f"{stem}_{DIAGNOSTICS_CSV}"
+        return self._out_dir(trainer) / name
+
     def _out_dir(self, trainer: L.Trainer | None) -> Path:
         if self.output_dir is not None:
             return self.output_dir
@@ -454,6 +474,8 @@ class ModularityMonitor(Callback):
         if stage != "fit":
             return
         self.model_name = _arch_name(pl_module)
+        if self._diag is not None:
+            self._diag.setup(trainer.datamodule)
         if self.probes:
             return
         dm = trainer.datamodule
@@ -472,6 +494,8 @@ class ModularityMonitor(Callback):
         self.history = [r for r in self.history if int(r["epoch"]) <= epoch]
         if trainer.is_global_zero and (self.history or self.csv_path(trainer).exists()):
             write_csv_rows(self.csv_path(trainer), self.history, fieldnames=CSV_COLUMNS)
+        if self._diag is not None:
+            self._diag.restart(epoch, self.diagnostics_csv_path(trainer), trainer.is_global_zero)
         if self._is_due(epoch, trainer) and not self._measured(epoch):
             self._measure(trainer, pl_module, epoch, epoch_seconds=None)
 
@@ -497,6 +521,10 @@ class ModularityMonitor(Callback):
         if self.figures:
             paths = self.save_figures(trainer)
             self._log_media(trainer, paths)
+            if self._diag is not None:
+                folder = self._out_dir(trainer) / "figures"
+                diag_paths = self._diag.save_figures(folder, self._figure_tag)
+                self._diag.log_media(trainer, diag_paths)
         summary = self.overhead_summary()
         if summary["measurements"]:
             rank_zero_info(
@@ -624,7 +652,12 @@ class ModularityMonitor(Callback):
                 for layer_index, name, feats in layers:
                     knn.reset()
                     knn.update(feats, labels, index)
-                    q = float(knn.compute())
+                    if self._diag is None:
+                        q = float(knn.compute())
+                    else:  # Q and the diagnostics from one k-NN graph
+                        where = {"layer_index": int(layer_index), "layer": name}
+                        where.update(tap=self.tap_label, N=len(probe), repeat=repeat)
+                        q = self._diag.measure(knn, where)
                     knn.reset()
                     m_value: float | None = None
                     if sep is not None:
@@ -685,6 +718,8 @@ class ModularityMonitor(Callback):
         self.history.extend(rows)
         if trainer.is_global_zero:
             append_csv_rows(self.csv_path(trainer), rows, fieldnames=CSV_COLUMNS)
+        if self._diag is not None:
+            self._diag.record(trainer, epoch, self.diagnostics_csv_path(trainer))
         seconds = time.perf_counter() - start
         timing = {"epoch": float(epoch), "seconds": seconds}
         if epoch_seconds:
