@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from dnn_modularity.records import read_csv_rows
 from torch import nn
 
 from dnn_modularity.analysis.common import save_output
@@ -14,7 +13,9 @@ from dnn_modularity.analysis.diagnostics import (
     closing_lines,
     diagnostics_analysis,
 )
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.graph import knn_modularity
+from dnn_modularity.records import read_csv_rows
 from dnn_modularity.taps import LayerTaps
 
 TAPS = ["body.1", "body.3", "head"]
@@ -59,8 +60,7 @@ def test_records_notes_and_figures(tmp_path) -> None:
     out = diagnostics_analysis(
         model,
         probes,
-        taps=TAPS,
-        k=3,
+        AnalysisSettings(k=3, taps=TAPS),
         num_edges=200,
         top_pairs=4,
         class_names=names,
@@ -117,7 +117,7 @@ def test_records_notes_and_figures(tmp_path) -> None:
 def test_only_q_and_knn_and_a_training_set_for_the_probe() -> None:
     model = SmallNet().eval()
     out = diagnostics_analysis(
-        model, [_probe(0)], which=["knn_acc"], taps=TAPS, compute_m=False, k=3
+        model, [_probe(0)], AnalysisSettings(k=3, taps=TAPS), which=["knn_acc"], compute_m=False
     )
     assert {r["measure"] for r in out.rows} == {"modularity", "knn_accuracy", "class_knn_accuracy"}
     assert set(out.figures) == {"separability_curves"}
@@ -125,8 +125,8 @@ def test_only_q_and_knn_and_a_training_set_for_the_probe() -> None:
     out = diagnostics_analysis(
         model,
         [_probe(0)],
+        AnalysisSettings(taps=TAPS),
         which=["linear_probe"],
-        taps=TAPS,
         compute_m=False,
         probe_train=train,
     )
@@ -137,4 +137,4 @@ def test_only_q_and_knn_and_a_training_set_for_the_probe() -> None:
     assert out.meta["settings"]["linear_probe"]["split"] == "given"
     assert np.isfinite([r["value"] for r in probe_rows]).all()
     with pytest.raises(ValueError, match="valid choices"):
-        diagnostics_analysis(model, [_probe(0)], which=["accuracy"], taps=TAPS)
+        diagnostics_analysis(model, [_probe(0)], AnalysisSettings(taps=TAPS), which=["accuracy"])

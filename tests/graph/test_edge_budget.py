@@ -66,12 +66,13 @@ def test_monitor_records_num_edges_and_density(digits):
 
 def test_ring_and_m_curve_records_carry_the_density(digits):
     from dnn_modularity.analysis.ring import ring_analysis
+    from dnn_modularity.analysis.settings import AnalysisSettings
     from dnn_modularity.pruning.curves import _m_curve_rows
 
     torch.manual_seed(0)
     model = Normalized(build_model("resnet20", num_classes=10, in_channels=1), [0.3], [0.4])
     probe = ProbeSet.from_datamodule(digits, 200, seed=0)
-    out = ring_analysis(model.eval(), probe.images, probe.labels, k=3, gif=False)
+    out = ring_analysis(model.eval(), probe.images, probe.labels, AnalysisSettings(k=3), gif=False)
     expected = resolve_num_edges(200)
     assert {r["num_edges"] for r in out.rows} == {expected.num_edges}
     assert [r["edge_density"] for r in out.rows] == pytest.approx(
@@ -80,7 +81,9 @@ def test_ring_and_m_curve_records_carry_the_density(digits):
     edges = [r["value"] for r in out.rows if r["measure"] in ("intra_edges", "inter_edges")]
     assert sum(edges) == expected.num_edges * len(out.meta["layers"])
     assert out.meta["settings"]["num_edges_source"] == "paper2_density"
-    explicit = ring_analysis(model, probe.images, probe.labels, num_edges=300, k=3, gif=False)
+    explicit = ring_analysis(
+        model, probe.images, probe.labels, AnalysisSettings(k=3), num_edges=300, gif=False
+    )
     assert {r["num_edges"] for r in explicit.rows} == {300}
 
     cfg = OmegaConf.create({"graph": {"num_edges": None, "metric": "cosine"}, "batch_size": 256})

@@ -28,6 +28,7 @@ from dnn_modularity.analysis.dynamics import (
 )
 from dnn_modularity.analysis.histograms import histogram_analysis
 from dnn_modularity.analysis.ring import ring_analysis
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.data import DigitsDataModule
 from dnn_modularity.data.probe import ProbeSet
 from dnn_modularity.models import Normalized, build_model
@@ -82,7 +83,7 @@ def probes(digits):
 
 
 def test_curve_rises_after_training_and_nulls_behave(trained, probes, tmp_path) -> None:
-    out = curve_analysis(trained, probes, k=3)
+    out = curve_analysis(trained, probes, AnalysisSettings(k=3))
     by_variant = {
         v: [r["mean"] for r in out.summary if r["variant"] == v]
         for v in ("trained", "random_init", "shuffled")
@@ -173,14 +174,16 @@ def test_adversarial_clean_curve_has_the_same_n_and_pick_first_takes_the_first(t
     clean = [r["value"] for r in first.rows if r["variant"] == "clean"]
     from dnn_modularity.analysis.common import layer_modularity
 
-    expected = layer_modularity(trained, pool.images[:60], {"c": pool.labels[:60]}, k=3)
+    expected = layer_modularity(
+        trained, pool.images[:60], {"c": pool.labels[:60]}, AnalysisSettings(k=3)
+    )
     assert clean == pytest.approx(expected.values["c"])
     with pytest.raises(ValueError, match=r"unknown pick 'all'.*first"):
         adversarial_analysis(trained, pool.images, pool.labels, {"fgsm": {}}, pick="all", **kw)
 
 
 def test_difference_matches_cka_structure(trained, probes, tmp_path) -> None:
-    out = difference_analysis(trained, probes[0].images, probes[0].labels, k=3)
+    out = difference_analysis(trained, probes[0].images, probes[0].labels, AnalysisSettings(k=3))
     diff = np.zeros((NUM_LAYERS, NUM_LAYERS))
     cka = np.zeros((NUM_LAYERS, NUM_LAYERS))
     for row in out.rows:
@@ -223,7 +226,12 @@ def test_histograms_count_every_pair(trained, digits, tmp_path) -> None:
 def test_ring_graphs_and_m_vs_q(trained, probes, tmp_path) -> None:
     num_edges = 300
     out = ring_analysis(
-        trained, probes[0].images, probes[0].labels, num_edges=num_edges, k=3, gif_frame_seconds=0.2
+        trained,
+        probes[0].images,
+        probes[0].labels,
+        AnalysisSettings(k=3),
+        num_edges=num_edges,
+        gif_frame_seconds=0.2,
     )
     values: dict[str, list[float]] = {}
     for row in out.rows:
@@ -252,9 +260,9 @@ def test_dynamics_from_checkpoints_tracks_accuracy(trained, probes, digits, tmp_
         [(4, trained), (0, untrained)],
         probes[0].images,
         probes[0].labels,
+        AnalysisSettings(k=3),
         test_images=test.images,
         test_labels=test.labels,
-        k=3,
     )
     acc = {r["epoch"]: r["value"] for r in out.rows if r["measure"] == "accuracy"}
     assert acc[4] > 0.8 > acc[0]

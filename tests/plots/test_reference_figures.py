@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dnn_modularity.analysis.curve import _authors_reference, curve_analysis
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.callbacks import ModularityMonitor
 from dnn_modularity.callbacks.modularity import _arch_name
 from dnn_modularity.models import Normalized, build_model
@@ -77,10 +78,12 @@ def test_curve_analysis_figure_draws_the_reference_for_matching_runs():
     torch.manual_seed(0)
     model = Normalized(build_model("resnet56", num_classes=10), [0.5] * 3, [0.25] * 3).eval()
     probe = (torch.rand(20, 3, 32, 32), torch.arange(20) % 10)
-    kw = {"k": 3, "shuffled_null": False, "random_init": False}
-    out = curve_analysis(model, [probe], reference=_authors_reference("resnet56", "cifar10"), **kw)
+    kw = {"shuffled_null": False, "random_init": False}
+    settings = AnalysisSettings(k=3)
+    ref = _authors_reference("resnet56", "cifar10")
+    out = curve_analysis(model, [probe], settings, reference=ref, **kw)
     assert out.meta["reference"].startswith(LABEL)
     (line,) = _reference_lines(out.figures["curve"])
     assert line.get_linestyle() == "--"
-    out = curve_analysis(model, [probe], reference=None, **kw)
+    out = curve_analysis(model, [probe], settings, reference=None, **kw)
     assert out.meta["reference"] is None and not _reference_lines(out.figures["curve"])

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, layer_modularity
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.attacks import generate_adversarial
 from dnn_modularity.attacks.generate import get_spec
 from dnn_modularity.plots.analysis import plot_adversarial
@@ -143,15 +144,9 @@ def adversarial_analysis(
     images: Tensor,
     labels: Tensor,
     attacks: Mapping[str, Mapping[str, Any]],
+    settings: AnalysisSettings = AnalysisSettings(),
     *,
     n_samples: int = 500,
-    k: int = 3,
-    metric: str = "cosine",
-    taps: Any = "block",
-    seed: int = 0,
-    batch_size: int = 256,
-    block_size: int | None = None,
-    dtype: torch.dtype | None = None,
     progress: bool = True,
     title: str = "",
     pick: str = "random",
@@ -167,14 +162,9 @@ def adversarial_analysis(
             (images per attack call), ``params`` (advertorch constructor overrides),
             ``max_images`` (attack a seeded class-balanced subset of at most this many pool
             images) and ``capped`` (what :func:`apply_caps` lowered, copied to the record).
+        settings: Graph, taps and batching of the curves; ``settings.seed`` seeds the attacks
+            and the sample draw, ``settings.batch_size`` is also the attacks' default batch.
         n_samples: Successful samples used per attack curve (paper 1: 500).
-        k: Neighbours per node.
-        metric: ``cosine`` or ``pearson``.
-        taps: Tap selection.
-        seed: Seed of the attacks and of the sample draw.
-        batch_size: Images per forward pass of the curves.
-        block_size: Engine block size.
-        dtype: Optional feature dtype.
         progress: Log the start, progress (with an ETA) and end of each attack.
         title: Figure title.
         pick: ``random`` (a seeded draw of ``n_samples`` successes, paper 1's text) or ``first``
@@ -192,28 +182,20 @@ def adversarial_analysis(
     Raises:
         KeyError: An unknown attack name (before anything runs).
     """
-    for name, settings in attacks.items():
+    for name, attack in attacks.items():
         get_spec(name)  # fail fast on typos, before minutes of attacking
-        limit = (settings or {}).get(MAX_IMAGES)
+        limit = (attack or {}).get(MAX_IMAGES)
         if limit is not None and int(limit) < 1:
             raise ValueError(f"attacks.{name}.max_images={limit} must be >= 1 or null")
     if pick not in PICKS:
         raise ValueError(f"unknown pick {pick!r}; valid choices: {list(PICKS)}")
-    common = {
-        "k": k,
-        "metric": metric,
-        "taps": taps,
-        "batch_size": batch_size,
-        "block_size": block_size,
-        "dtype": dtype,
-    }
-    tap_name = taps if isinstance(taps, str) else "custom"
-    base = {"tap": tap_name, "k": k, "metric": metric, "seed": seed}
+    seed, k = settings.seed, settings.k
+    base = settings.record_fields()
     labels = labels.long().cpu()
     if clean is None:
         clean = (images[:n_samples], labels[:n_samples])
     clean_images, clean_labels = clean[0], torch.as_tensor(clean[1]).long().cpu()
-    clean_curve = layer_modularity(model, clean_images, {"clean": clean_labels}, **common)
+    clean_curve = layer_modularity(model, clean_images, {"clean": clean_labels}, settings)
     rows = _curve_rows(
         clean_curve,
         variant="clean",
@@ -234,11 +216,11 @@ def adversarial_analysis(
     with Progress(
         "adversarial analysis", len(attacks), unit="attacks", enabled=progress
     ) as overall:
-        for i, (name, settings) in enumerate(attacks.items()):
+        for i, (name, attack) in enumerate(attacks.items()):
             overall.advance(1 if i else 0)  # the previous attack (whatever its outcome) is done
-            settings = dict(settings or {})
+            attack = dict(attack or {})
             pool_images, pool_labels = images, labels
-            limit = settings.get(MAX_IMAGES)
+            limit = attack.get(MAX_IMAGES)
             if limit is not None and int(limit) < len(labels):
                 from dnn_modularity.data.probe import sample_probe_indices
 
@@ -250,7 +232,7 @@ def adversarial_analysis(
                 "status": "ok",
                 "reason": "",
                 "n_images": len(pool_labels),
-                "capped": settings.get("capped") or None,
+                "capped": attack.get("capped") or None,
             }
             try:
                 result = generate_adversarial(
@@ -258,11 +240,11 @@ def adversarial_analysis(
                     pool_images,
                     pool_labels,
                     name,
-                    iteration_cap=settings.get("iteration_cap"),
-                    batch_size=int(settings.get("batch_size") or batch_size),
+                    iteration_cap=attack.get("iteration_cap"),
+                    batch_size=int(attack.get("batch_size") or settings.batch_size),
                     seed=seed,
                     progress=progress,
-                    **dict(settings.get("params") or {}),
+                    **dict(attack.get("params") or {}),
                 )
             except Exception as error:  # an attack that cannot run must not sink the others
                 record.update(
@@ -308,9 +290,9 @@ def adversarial_analysis(
                 )
                 summary.append(record)
                 continue
-            adv_curve = layer_modularity(model, adv, {"adv": adv_labels}, **common)
+            adv_curve = layer_modularity(model, adv, {"adv": adv_labels}, settings)
             paired = layer_modularity(
-                model, pool_images[positions], {"clean": adv_labels}, **common
+                model, pool_images[positions], {"clean": adv_labels}, settings
             )
             extra = {**base, "N": len(adv_labels)}
             new_rows = _curve_rows(
@@ -342,8 +324,12 @@ def adversarial_analysis(
             "n_samples": n_samples,
             "n_clean": len(clean_labels),
             "pick": pick,
-            **common,
-            "dtype": str(dtype),
+            "k": k,
+            "metric": settings.metric,
+            "taps": settings.taps,
+            "batch_size": settings.batch_size,
+            "block_size": settings.block_size,
+            "dtype": str(settings.dtype),
             "attacks": {n: dict(s or {}) for n, s in attacks.items()},
         },
         "attacks": summary,
@@ -394,14 +380,8 @@ def run(cfg: Any) -> dict[str, Any]:
         pool.images,
         pool.labels,
         attacks,
+        ctx.settings,
         n_samples=int(a.n_samples),
-        k=int(cfg.graph.k),
-        metric=str(cfg.graph.metric),
-        taps=ctx.taps,
-        seed=int(cfg.seed),
-        batch_size=int(cfg.batch_size),
-        block_size=ctx.block_size,
-        dtype=ctx.feature_dtype,
         progress=bool(a.progress),
         title=ctx.title("adversarial samples"),
         pick=str(a.get("pick", "random")),

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.models.unwrap import module_device
 from dnn_modularity.records import (
     ROW_COLUMNS,
@@ -144,10 +145,8 @@ class LayerCurve:
 def layer_features(
     model: nn.Module,
     images: Tensor,
+    settings: AnalysisSettings = AnalysisSettings(),
     *,
-    taps: Any = "block",
-    batch_size: int = 256,
-    dtype: torch.dtype | None = None,
     what: str | None = None,
     quiet: bool = True,
 ) -> Iterator[tuple[Any, Tensor]]:
@@ -159,9 +158,7 @@ def layer_features(
     Args:
         model: Takes images in [0, 1] (``Normalized``); put in eval mode here.
         images: ``(n, C, H, W)`` images in [0, 1].
-        taps: Tap selection understood by :func:`dnn_modularity.taps.resolve_taps`.
-        batch_size: Images per forward pass.
-        dtype: Optional feature dtype (e.g. ``torch.float16`` to halve memory).
+        settings: Taps, batch size and feature dtype (the graph settings are not used).
         what: Name of the pass in the progress lines (default ``layer pass (N=n)``).
         quiet: Log only a pass that outlasts the progress interval (True) or always start,
             progress and end lines (False).
@@ -170,11 +167,11 @@ def layer_features(
     from dnn_modularity.taps import iter_layer_features, resolve_taps
 
     model.eval()
-    batches = image_batches(images, batch_size, module_device(model))
+    batches = image_batches(images, settings.batch_size, module_device(model))
     yield from track(
-        iter_layer_features(model, batches, taps=taps, dtype=dtype),
+        iter_layer_features(model, batches, taps=settings.taps, dtype=settings.dtype),
         what or f"layer pass (N={len(images)})",
-        total=len(resolve_taps(model, taps)),
+        total=len(resolve_taps(model, settings.taps)),
         unit="layers",
         quiet=quiet,
     )
@@ -184,13 +181,8 @@ def layer_modularity(
     model: nn.Module,
     images: Tensor,
     label_sets: Mapping[str, Tensor],
+    settings: AnalysisSettings = AnalysisSettings(),
     *,
-    taps: Any = "block",
-    k: int = 3,
-    metric: str = "cosine",
-    batch_size: int = 256,
-    block_size: int | None = None,
-    dtype: torch.dtype | None = None,
     what: str | None = None,
 ) -> LayerCurve:
     """Paper 1's modularity curve (Sec. 3.2, Eqs. 1 and 3).
@@ -202,12 +194,7 @@ def layer_modularity(
         model: Takes images in [0, 1].
         images: ``(N, C, H, W)`` probe images.
         label_sets: Name -> ``(N,)`` labels (communities).
-        taps: Tap selection.
-        k: Neighbours per node.
-        metric: ``cosine`` or ``pearson``.
-        batch_size: Images per forward pass.
-        block_size: Row block of the engine's blockwise similarity (None: engine default).
-        dtype: Optional feature dtype.
+        settings: Graph (k, metric, block size), taps, batch size and feature dtype.
         what: Name of the pass in progress lines (logged only when it outlasts the interval).
 
     Returns:
@@ -225,12 +212,10 @@ def layer_modularity(
     for point, features in layer_features(
         model,
         images,
-        taps=taps,
-        batch_size=batch_size,
-        dtype=dtype,
-        what=what or f"modularity curve (N={len(images)}, k={k})",
+        settings,
+        what=what or f"modularity curve (N={len(images)}, k={settings.k})",
     ):
-        graph = knn_graph(features, k=k, metric=metric, block_size=block_size)
+        graph = knn_graph(features, **settings.engine_kwargs())
         curve.indices.append(int(point.index))
         curve.names.append(str(point.name))
         for name, labels in label_sets.items():

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, resolve_device, save_output
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.loggers import build_loggers, log_artifacts
 from dnn_modularity.models.classifier import check_model_fits_data, load_classifier
 from dnn_modularity.records import atomic_write_text
@@ -31,8 +32,6 @@ __all__ = [
     "load_model",
     "probe_sets",
 ]
-
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 #: ``time.perf_counter()`` at the entry of the running ``analyze`` command (see
 #: :func:`command_clock`): the durations a run records are then the command's wall time, not
@@ -65,9 +64,7 @@ class Context:
         datamodule: The data module (set up).
         out_dir: Run folder for records and figures.
         device: Where the model runs.
-        taps: Tap selection.
-        block_size: Engine block size (None: engine default).
-        feature_dtype: Dtype of the layer features (None: the model's).
+        settings: The shared analysis settings (graph, taps, seed, batching, feature dtype).
         class_names: Class names by label, when the dataset has them.
         model_name: Architecture name for titles.
         loggers: Lightning loggers to send figures/tables/metrics to.
@@ -80,9 +77,7 @@ class Context:
     datamodule: Any
     out_dir: Path
     device: torch.device
-    taps: Any
-    block_size: int | None
-    feature_dtype: torch.dtype | None
+    settings: AnalysisSettings
     class_names: list[str] | None
     model_name: str
     loggers: list[Any] = field(default_factory=list)
@@ -124,6 +119,7 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
         RunDirInUseError: The output folder holds another run's outputs.
     """
     analysis = str(cfg.analysis.name)
+    settings = AnalysisSettings.from_cfg(cfg)  # refuses a bad feature_dtype before any loading
     device = resolve_device(cfg.get("device"))
     datamodule = instantiate(cfg.data)
     datamodule.setup()
@@ -154,13 +150,6 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
             )
         check_model_fits_data(model.arch_config(), datamodule, where, trained_on)
         model_name = str(model.arch_config().get("name", "model"))
-    dtype_name = cfg.get("feature_dtype")
-    if dtype_name is not None and str(dtype_name) not in _DTYPES:
-        raise ValueError(f"feature_dtype={dtype_name!r}; valid choices: {[*_DTYPES, None]}")
-    taps = cfg.probe.get("taps", "block") if cfg.get("probe") else "block"
-    if not isinstance(taps, str):
-        taps = list(taps)
-    graph = cfg.get("graph") or {}
     class_names = getattr(datamodule, "classes", None) or getattr(datamodule, "class_names", None)
     # One run per folder (after the checks above, so a refused config leaves nothing behind):
     # a folder holding another run's outputs is refused unless overwrite=true.
@@ -172,9 +161,7 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
         datamodule=datamodule,
         out_dir=out_dir,
         device=device,
-        taps=taps,
-        block_size=graph.get("block_size"),
-        feature_dtype=_DTYPES[str(dtype_name)] if dtype_name is not None else None,
+        settings=settings,
         class_names=list(class_names) if class_names else None,
         model_name=model_name,
         started=_COMMAND_STARTED if _COMMAND_STARTED is not None else time.perf_counter(),

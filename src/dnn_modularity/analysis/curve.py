@@ -31,6 +31,7 @@ from dnn_modularity.analysis.common import (
     shuffled_labels,
     summarize_rows,
 )
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.plots.curves import CurveSeries, plot_curve_series
 from dnn_modularity.progress import track
 from dnn_modularity.records import metric_key
@@ -72,17 +73,11 @@ def rise(values: Sequence[float]) -> float:
 def curve_analysis(
     model: nn.Module,
     probes: Sequence[Any],
+    settings: AnalysisSettings = AnalysisSettings(),
     *,
-    k: int = 3,
-    metric: str = "cosine",
-    taps: Any = "block",
-    seed: int = 0,
     shuffled_null: bool = True,
     random_init: bool = True,
     random_init_seed: int = 12345,
-    batch_size: int = 256,
-    block_size: int | None = None,
-    dtype: torch.dtype | None = None,
     title: str = "",
     reference: tuple[str, Sequence[float]] | None = None,
 ) -> AnalysisOutput:
@@ -91,18 +86,12 @@ def curve_analysis(
     Args:
         model: Takes images in [0, 1] (``Normalized`` zoo model).
         probes: R probe sets: ``ProbeSet`` objects or ``(images (N, C, H, W), labels (N,))``.
-        k: Neighbours per node of the k-NN graph.
-        metric: ``cosine`` or ``pearson`` (Fig. B11).
-        taps: Tap selection (``block`` = the paper's layers).
-        seed: Seed of repeat 0's label shuffle (repeat r uses ``seed + r``); also the ``seed``
-            column when a probe carries none.
+        settings: Graph, taps and batching; ``settings.seed`` seeds repeat 0's label shuffle
+            (repeat r uses ``seed + r``) and is the ``seed`` column when a probe carries none.
         shuffled_null: Add the shuffled-label baseline.
         random_init: Add the random-initialisation baseline (repeat r initialised with
             ``random_init_seed + r``).
         random_init_seed: Base seed of the random initialisations.
-        batch_size: Images per forward pass.
-        block_size: Engine block size.
-        dtype: Optional feature dtype.
         title: Figure title.
         reference: Optional ``(label, (L,) values)``: a published curve drawn dashed in the
             figure (``run`` passes the authors' ResNet-56 curve for ResNet-56 on CIFAR-10/100,
@@ -122,7 +111,7 @@ def curve_analysis(
     rows: list[dict[str, Any]] = []
     timings: dict[str, float] = {"trained": 0.0, "random_init": 0.0}
     names: list[str] = []
-    tap_name = taps if isinstance(taps, str) else "custom"
+    seed = settings.seed
     switches = (("trained", True), ("shuffled", shuffled_null), ("random init", random_init))
     variants = ", ".join(v for v, on in switches if on)
     for repeat, probe in enumerate(track(probes, f"curve: {variants}", unit="probe sets")):
@@ -131,20 +120,12 @@ def curve_analysis(
         label_sets = {"trained": labels}
         if shuffled_null:
             label_sets["shuffled"] = shuffled_labels(labels, seed + repeat)
-        common = {
-            "k": k,
-            "metric": metric,
-            "taps": taps,
-            "batch_size": batch_size,
-            "block_size": block_size,
-            "dtype": dtype,
-        }
-        curves = {"trained": layer_modularity(model, images, label_sets, **common)}
+        curves = {"trained": layer_modularity(model, images, label_sets, settings)}
         timings["trained"] += curves["trained"].seconds
         if random_init:
             fresh = random_init_like(model, random_init_seed + repeat)
             curves["random_init"] = layer_modularity(
-                fresh, images, {"random_init": labels}, **common
+                fresh, images, {"random_init": labels}, settings
             )
             timings["random_init"] += curves["random_init"].seconds
             del fresh
@@ -158,10 +139,8 @@ def curve_analysis(
                             "variant": variant,
                             "layer_index": index,
                             "layer": name,
-                            "tap": tap_name,
+                            **settings.record_fields(),
                             "N": len(labels),
-                            "k": k,
-                            "metric": metric,
                             "seed": row_seed,
                             "repeat": repeat,
                             "measure": "modularity",
@@ -197,14 +176,15 @@ def curve_analysis(
     n = len(as_probe(probes[0])[1])
     fig = plot_curve_series(
         series,
-        title=title or f"modularity curve (N={n}, k={k}, {metric}, R={len(probes)})",
+        title=title
+        or f"modularity curve (N={n}, k={settings.k}, {settings.metric}, R={len(probes)})",
         layer_names=names,
     )
     meta = {
         "settings": {
-            "k": k,
-            "metric": metric,
-            "taps": taps,
+            "k": settings.k,
+            "metric": settings.metric,
+            "taps": settings.taps,
             "N": n,
             "repeats": len(probes),
             "seed": seed,
@@ -260,16 +240,10 @@ def run(cfg: Any) -> dict[str, Any]:
     output = curve_analysis(
         ctx.model,
         probes,
-        k=int(cfg.graph.k),
-        metric=str(cfg.graph.metric),
-        taps=ctx.taps,
-        seed=int(cfg.seed),
+        ctx.settings,
         shuffled_null=bool(a.shuffled_null),
         random_init=bool(a.random_init),
         random_init_seed=int(a.random_init_seed),
-        batch_size=int(cfg.batch_size),
-        block_size=ctx.block_size,
-        dtype=ctx.feature_dtype,
         title=ctx.title("modularity curve"),
         reference=_authors_reference(ctx.model_name, getattr(ctx.datamodule, "name", None)),
     )

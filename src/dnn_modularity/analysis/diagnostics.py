@@ -32,6 +32,7 @@ from torch import nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, layer_features, summarize_rows
 from dnn_modularity.analysis.curve import as_probe
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.graph import class_separation, resolve_num_edges, top_edges_graph
 from dnn_modularity.graph.classes import first_crossing
 from dnn_modularity.layer_diagnostics import (
@@ -152,22 +153,16 @@ def _mean_over(diags: Sequence[LayerDiagnostics], field: str) -> np.ndarray | No
 def diagnostics_analysis(
     model: nn.Module,
     probes: Sequence[Any],
+    settings: AnalysisSettings = AnalysisSettings(),
     *,
     which: Sequence[str] = DIAGNOSTICS,
-    k: int = 3,
-    metric: str = "cosine",
-    taps: Any = "block",
     compute_m: bool = True,
     num_edges: int | None = None,
-    probe_seed: int = 0,
     probe_test_fraction: float = 0.5,
     probe_train: tuple[torch.Tensor, torch.Tensor] | None = None,
     purity_threshold: float = 0.8,
     apart_threshold: float = 0.5,
     top_pairs: int = 8,
-    batch_size: int = 256,
-    block_size: int | None = None,
-    dtype: torch.dtype | None = None,
     class_names: Sequence[str] | None = None,
     variant: str = "trained",
     title: str = "",
@@ -177,13 +172,12 @@ def diagnostics_analysis(
     Args:
         model: Takes images in [0, 1] (``Normalized`` zoo model or any adopted model).
         probes: R probe sets: ``ProbeSet`` objects or ``(images (N, C, H, W), labels (N,))``.
+        settings: Graph, taps and batching; ``settings.seed`` seeds the linear probe's
+            train/test split of repeat 0 (repeat r: + r) and is the ``seed`` column when a
+            probe set carries none.
         which: Diagnostics (:data:`~dnn_modularity.layer_diagnostics.DIAGNOSTICS`).
-        k: Neighbours per node of the k-NN graph.
-        metric: ``cosine`` or ``pearson``.
-        taps: Tap selection.
         compute_m: Also compute paper 2's M on the top-|E| graph (for the correlations).
         num_edges: |E| of that graph (None: paper 2's density).
-        probe_seed: Seed of the probe's train/test split of repeat 0 (repeat r: + r).
         probe_test_fraction: Share of each class of a probe set the linear probe is tested on.
         probe_train: Optional ``(images (M, C, H, W), labels (M,))`` to train the linear probe
             on instead (e.g. :func:`training_subset`); it is then tested on every probe set
@@ -191,9 +185,6 @@ def diagnostics_analysis(
         purity_threshold: Level marked in the purity heatmap (first layer ≥ it per class).
         apart_threshold: Entanglement level at which a pair counts as apart.
         top_pairs: Pairs in the "when do they come apart" chart.
-        batch_size: Images per forward pass.
-        block_size: Engine block size.
-        dtype: Optional feature dtype.
         class_names: Class names indexed by label value (None: the label values).
         variant: The ``variant`` column (``trained`` or ``random_init``).
         title: Figure title prefix.
@@ -207,7 +198,12 @@ def diagnostics_analysis(
     chosen = check_diagnostics(list(which))
     if not probes:
         raise ValueError("diagnostics_analysis needs at least one probe set, got 0")
-    tap_name = taps if isinstance(taps, str) else "custom"
+    k, metric, block_size, probe_seed = (
+        settings.k,
+        settings.metric,
+        settings.block_size,
+        settings.seed,
+    )
     rows: list[dict[str, Any]] = []
     per_layer: list[list[LayerDiagnostics]] = []  # [layer][repeat]
     m_values: list[list[float]] = []
@@ -226,9 +222,7 @@ def diagnostics_analysis(
         layers = layer_features(
             model,
             images,
-            taps=taps,
-            batch_size=batch_size,
-            dtype=dtype,
+            settings,
             what=f"diagnostics (N={n}, k={k}, repeat {repeat})",
         )
         for position, (point, both) in enumerate(layers):
@@ -258,10 +252,8 @@ def diagnostics_analysis(
                 "variant": variant,
                 "layer_index": int(point.index),
                 "layer": str(point.name),
-                "tap": tap_name,
+                **settings.record_fields(),
                 "N": n,
-                "k": k,
-                "metric": metric,
                 "seed": base_seed,
                 "repeat": repeat,
             }
@@ -298,7 +290,7 @@ def diagnostics_analysis(
             "diagnostics": list(chosen),
             "k": k,
             "metric": metric,
-            "taps": taps if isinstance(taps, str) else list(taps),
+            "taps": settings.taps if isinstance(settings.taps, str) else list(settings.taps),
             "N": len(as_probe(probes[0])[1]),
             "repeats": len(probes),
             "variant": variant,
@@ -496,21 +488,15 @@ def run(cfg: Any) -> dict[str, Any]:
     output = diagnostics_analysis(
         ctx.model,
         probes,
+        ctx.settings,
         which=which,
-        k=int(cfg.graph.k),
-        metric=str(cfg.graph.metric),
-        taps=ctx.taps,
         compute_m=bool(a.compute_M),
         num_edges=None if num_edges is None else int(num_edges),
-        probe_seed=int(cfg.seed),
         probe_test_fraction=float(a.probe_test_fraction),
         probe_train=probe_train,
         purity_threshold=float(a.purity_threshold),
         apart_threshold=float(a.apart_threshold),
         top_pairs=int(a.top_pairs),
-        batch_size=int(cfg.batch_size),
-        block_size=ctx.block_size,
-        dtype=ctx.feature_dtype,
         class_names=ctx.class_names or class_names_of(ctx.datamodule),
         variant="trained" if cfg.get("ckpt_path") else "random_init",
         title=ctx.title(""),

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, layer_features
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.plots.analysis import plot_difference_vs_cka
 from dnn_modularity.records import metric_key
 
@@ -40,34 +40,23 @@ def difference_analysis(
     model: nn.Module,
     images: Tensor,
     labels: Tensor,
+    settings: AnalysisSettings = AnalysisSettings(),
     *,
-    k: int = 3,
-    metric: str = "cosine",
-    taps: Any = "block",
-    seed: int = 0,
     debiased: bool = False,
-    batch_size: int = 256,
-    block_size: int | None = None,
-    dtype: torch.dtype | None = None,
     title: str = "",
 ) -> AnalysisOutput:
     """Modularity curve, ``|M_i − M_j|`` and linear CKA of every pair of layers.
 
     Features of all layers are kept on the CPU for CKA: memory is ``N × Σ_l D_l`` values
-    (use ``dtype=torch.float16`` or fewer images for wide early layers).
+    (use ``settings.dtype=torch.float16`` or fewer images for wide early layers).
 
     Args:
         model: Takes images in [0, 1].
         images: ``(N, C, H, W)`` probe images.
         labels: ``(N,)`` labels.
-        k: Neighbours per node.
-        metric: ``cosine`` or ``pearson``.
-        taps: Tap selection.
-        seed: ``seed`` column (probe seed).
+        settings: Graph, taps and batching; ``settings.seed`` is the ``seed`` column (the
+            probe seed).
         debiased: Debiased CKA estimator.
-        batch_size: Images per forward pass.
-        block_size: Engine block size.
-        dtype: Optional feature dtype.
         title: Figure title.
 
     Returns:
@@ -85,30 +74,22 @@ def difference_analysis(
     for point, feats in layer_features(
         model,
         images,
-        taps=taps,
-        batch_size=batch_size,
-        dtype=dtype,
+        settings,
         what=f"difference: Q and features for CKA (N={len(labels)})",
         quiet=False,
     ):
-        curve.append(
-            float(knn_modularity(feats, labels, k=k, metric=metric, block_size=block_size))
-        )
+        curve.append(float(knn_modularity(feats, labels, **settings.engine_kwargs())))
         names.append(str(point.name))
         indices.append(int(point.index))
         features.append(feats.detach().cpu())
     cka = cka_matrix(features, debiased=debiased).double().cpu().numpy()
     del features
     diff = modularity_difference(curve).double().cpu().numpy()
-    tap_name = taps if isinstance(taps, str) else "custom"
     base = {
         "analysis": "difference",
         "variant": "trained",
-        "tap": tap_name,
+        **settings.record_fields(),
         "N": len(labels),
-        "k": k,
-        "metric": metric,
-        "seed": seed,
     }
     rows = [
         {
@@ -137,13 +118,16 @@ def difference_analysis(
                 )
     agreement = _correlations(diff, 1.0 - cka)
     fig = plot_difference_vs_cka(
-        diff, cka, layer_names=names, title=title or f"|ΔM| vs linear CKA (N={len(labels)}, k={k})"
+        diff,
+        cka,
+        layer_names=names,
+        title=title or f"|ΔM| vs linear CKA (N={len(labels)}, k={settings.k})",
     )
     meta = {
         "settings": {
-            "k": k,
-            "metric": metric,
-            "taps": taps,
+            "k": settings.k,
+            "metric": settings.metric,
+            "taps": settings.taps,
             "N": len(labels),
             "debiased": debiased,
         },
@@ -168,14 +152,8 @@ def run(cfg: Any) -> dict[str, Any]:
         ctx.model,
         probe.images,
         probe.labels,
-        k=int(cfg.graph.k),
-        metric=str(cfg.graph.metric),
-        taps=ctx.taps,
-        seed=int(cfg.probe.seed),
+        ctx.settings.replace(seed=int(cfg.probe.seed)),
         debiased=bool(cfg.analysis.debiased),
-        batch_size=int(cfg.batch_size),
-        block_size=ctx.block_size,
-        dtype=ctx.feature_dtype,
         title=ctx.title("|ΔM| vs linear CKA"),
     )
     return finish(ctx, output)

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, layer_modularity
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.models.unwrap import module_device
 from dnn_modularity.plots.analysis import plot_dynamics
 from dnn_modularity.progress import track
@@ -288,16 +289,10 @@ def dynamics_from_checkpoints(
     checkpoints: Sequence[tuple[int, nn.Module]],
     images: Tensor,
     labels: Tensor,
+    settings: AnalysisSettings = AnalysisSettings(),
     *,
     test_images: Tensor | None = None,
     test_labels: Tensor | None = None,
-    k: int = 3,
-    metric: str = "cosine",
-    taps: Any = "block",
-    seed: int = 0,
-    batch_size: int = 256,
-    block_size: int | None = None,
-    dtype: torch.dtype | None = None,
     title: str = "",
 ) -> AnalysisOutput:
     """Fig. 6b from per-epoch models: each one's curve on one probe set and its accuracy.
@@ -306,15 +301,10 @@ def dynamics_from_checkpoints(
         checkpoints: ``(epoch, model)`` pairs; models take images in [0, 1].
         images: ``(N, C, H, W)`` probe images (the same for every epoch).
         labels: ``(N,)`` probe labels.
+        settings: Graph, taps and batching; ``settings.seed`` is the ``seed`` column (the
+            probe seed).
         test_images: Images for the accuracy line (None: no accuracy).
         test_labels: Their labels.
-        k: Neighbours per node.
-        metric: ``cosine`` or ``pearson``.
-        taps: Tap selection.
-        seed: ``seed`` column (the probe seed).
-        batch_size: Images per forward pass.
-        block_size: Engine block size.
-        dtype: Optional feature dtype.
         title: Figure title.
 
     Returns:
@@ -327,20 +317,9 @@ def dynamics_from_checkpoints(
         raise ValueError("dynamics_from_checkpoints needs at least one (epoch, model) pair")
     rows: list[dict[str, Any]] = []
     accuracy: dict[int, float] = {}
-    tap_name = taps if isinstance(taps, str) else "custom"
     ordered = sorted(checkpoints, key=lambda pair: pair[0])
     for epoch, model in track(ordered, "dynamics: curves of the checkpoints", unit="checkpoints"):
-        curve = layer_modularity(
-            model,
-            images,
-            {"trained": labels.long()},
-            k=k,
-            metric=metric,
-            taps=taps,
-            batch_size=batch_size,
-            block_size=block_size,
-            dtype=dtype,
-        )
+        curve = layer_modularity(model, images, {"trained": labels.long()}, settings)
         for index, name, value in zip(
             curve.indices, curve.names, curve.values["trained"], strict=True
         ):
@@ -351,11 +330,8 @@ def dynamics_from_checkpoints(
                     "epoch": int(epoch),
                     "layer_index": index,
                     "layer": name,
-                    "tap": tap_name,
+                    **settings.record_fields(),
                     "N": len(labels),
-                    "k": k,
-                    "metric": metric,
-                    "seed": seed,
                     "measure": "modularity",
                     "key": metric_key("modularity", index),
                     "value": value,
@@ -427,15 +403,9 @@ def run(cfg: Any) -> dict[str, Any]:
         models,
         probe.images,
         probe.labels,
+        ctx.settings.replace(seed=int(cfg.probe.seed)),
         test_images=test.images,
         test_labels=test.labels,
-        k=int(cfg.graph.k),
-        metric=str(cfg.graph.metric),
-        taps=ctx.taps,
-        seed=int(cfg.probe.seed),
-        batch_size=int(cfg.batch_size),
-        block_size=ctx.block_size,
-        dtype=ctx.feature_dtype,
         title=ctx.title("training dynamics", Path(run_dir).name),
     )
     return finish(ctx, output)

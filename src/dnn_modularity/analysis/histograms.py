@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, layer_features
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.plots.analysis import plot_similarity_histograms
 from dnn_modularity.records import layer_key
 
@@ -26,15 +27,11 @@ __all__ = ["histogram_analysis", "run"]
 def histogram_analysis(
     model: nn.Module,
     images: Tensor,
+    settings: AnalysisSettings = AnalysisSettings(),
     *,
     bins: int = 10,
     value_range: tuple[float, float] = (0.0, 1.0),
-    metric: str = "cosine",
-    taps: Any = "block",
-    seed: int | None = None,
-    batch_size: int = 256,
-    block_size: int | None = None,
-    dtype: torch.dtype | None = None,
+    probe_seed: int | None = None,
     ncols: int = 4,
     title: str = "",
 ) -> AnalysisOutput:
@@ -43,14 +40,12 @@ def histogram_analysis(
     Args:
         model: Takes images in [0, 1].
         images: ``(N, C, H, W)`` images (paper 2: the whole 10,000-image test set).
+        settings: Metric (paper 2, Eq. 6: ``cosine``), block size, taps and batching (``k`` is
+            not used).
         bins: Number of equal-width bins.
         value_range: ``(low, high)`` of the bins; counts outside go to under/overflow.
-        metric: ``cosine`` (paper 2, Eq. 6) or ``pearson``.
-        taps: Tap selection.
-        seed: ``seed`` column (None when the whole test set is used).
-        batch_size: Images per forward pass.
-        block_size: Engine block size.
-        dtype: Optional feature dtype.
+        probe_seed: ``seed`` column: the probe set's seed (None when the whole test set is
+            used).
         ncols: Panels per row of the figure.
         title: Figure title.
 
@@ -63,14 +58,14 @@ def histogram_analysis(
     """
     from dnn_modularity.graph import similarity_histogram
 
-    tap_name = taps if isinstance(taps, str) else "custom"
+    metric = settings.metric
     base = {
         "analysis": "histograms",
         "variant": "trained",
-        "tap": tap_name,
+        "tap": settings.tap_name,
         "N": len(images),
         "metric": metric,
-        "seed": seed,
+        "seed": probe_seed,
         "measure": "pair_share",
     }
     rows: list[dict[str, Any]] = []
@@ -80,14 +75,16 @@ def histogram_analysis(
     for point, feats in layer_features(
         model,
         images,
-        taps=taps,
-        batch_size=batch_size,
-        dtype=dtype,
+        settings,
         what=f"histograms: all-pairs similarities (N={len(images)})",
         quiet=False,
     ):
         hist = similarity_histogram(
-            feats, bins=bins, range=tuple(value_range), metric=metric, block_size=block_size
+            feats,
+            bins=bins,
+            range=tuple(value_range),
+            metric=metric,
+            block_size=settings.block_size,
         )
         del feats
         edges = np.asarray(torch.as_tensor(hist.edges).double().cpu())
@@ -144,7 +141,7 @@ def histogram_analysis(
             "bins": bins,
             "range": list(value_range),
             "metric": metric,
-            "taps": taps,
+            "taps": settings.taps,
             "N": len(images),
         },
         "layers": [p["label"] for p in panels],
@@ -170,14 +167,10 @@ def run(cfg: Any) -> dict[str, Any]:
     output = histogram_analysis(
         ctx.model,
         probe.images,
+        ctx.settings,
         bins=int(a.bins),
         value_range=(float(a.low), float(a.high)),
-        metric=str(cfg.graph.metric),
-        taps=ctx.taps,
-        seed=None if n == total else int(cfg.probe.seed),
-        batch_size=int(cfg.batch_size),
-        block_size=ctx.block_size,
-        dtype=ctx.feature_dtype,
+        probe_seed=None if n == total else int(cfg.probe.seed),
         ncols=int(a.ncols),
         title=ctx.title("pairwise similarity histograms"),
     )

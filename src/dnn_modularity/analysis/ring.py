@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, layer_features
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.plots.analysis import plot_m_vs_q
 from dnn_modularity.plots.ring import RingLayer, plot_ring_grid, ring_gif_bytes
 from dnn_modularity.records import metric_key
@@ -37,15 +37,9 @@ def ring_analysis(
     model: nn.Module,
     images: Tensor,
     labels: Tensor,
+    settings: AnalysisSettings = AnalysisSettings(),
     *,
     num_edges: int | None = None,
-    k: int = 3,
-    metric: str = "cosine",
-    taps: Any = "block",
-    seed: int = 0,
-    batch_size: int = 256,
-    block_size: int | None = None,
-    dtype: torch.dtype | None = None,
     class_names: Sequence[str] | None = None,
     gif: bool = True,
     gif_frame_seconds: float = 0.8,
@@ -59,17 +53,12 @@ def ring_analysis(
         model: Takes images in [0, 1].
         images: ``(N, C, H, W)`` probe images (paper 2: N = 4000).
         labels: ``(N,)`` labels.
+        settings: Metric (paper 2: ``cosine``), ``k`` of the paper-1 k-NN Q curve, taps and
+            batching; ``settings.seed`` is the ``seed`` column (the probe seed).
         num_edges: |E|, the number of most similar pairs kept (paper 2: 40000 of N = 4000);
             None: paper 2's edge density for this N
             (:func:`dnn_modularity.graph.resolve_num_edges`). Rows record ``num_edges`` and
             ``edge_density``.
-        k: Neighbours per node for the paper-1 k-NN Q curve.
-        metric: ``cosine`` (paper 2) or ``pearson``.
-        taps: Tap selection.
-        seed: ``seed`` column (probe seed).
-        batch_size: Images per forward pass.
-        block_size: Engine block size.
-        dtype: Optional feature dtype.
         class_names: Legend names indexed by label.
         gif: Also render the animated GIF (``figures/ring.gif``).
         gif_frame_seconds: Seconds per GIF frame.
@@ -94,17 +83,14 @@ def ring_analysis(
     labels = labels.long().cpu()
     budget = resolve_num_edges(len(labels), num_edges)
     num_edges = budget.num_edges
-    tap_name = taps if isinstance(taps, str) else "custom"
+    k, metric, block_size = settings.k, settings.metric, settings.block_size
     base = {
         "analysis": "ring",
         "variant": "trained",
-        "tap": tap_name,
+        **settings.record_fields(),
         "N": len(labels),
-        "k": k,
         "num_edges": num_edges,
         "edge_density": budget.density,
-        "metric": metric,
-        "seed": seed,
     }
     rows: list[dict[str, Any]] = []
     frames: list[RingLayer] = []
@@ -114,9 +100,7 @@ def ring_analysis(
     for point, feats in layer_features(
         model,
         images,
-        taps=taps,
-        batch_size=batch_size,
-        dtype=dtype,
+        settings,
         what=f"ring: top-{num_edges} graphs, M and Q (N={len(labels)})",
         quiet=False,
     ):
@@ -131,9 +115,7 @@ def ring_analysis(
             "EQ": float(sep.eq),
             "r": float(sep.r),
             "Q_top_edges": float(modularity(graph, labels)),
-            "modularity": float(
-                knn_modularity(feats, labels, k=k, metric=metric, block_size=block_size)
-            ),
+            "modularity": float(knn_modularity(feats, labels, **settings.engine_kwargs())),
             "intra_edges": float(intra),
             "inter_edges": float(len(src) - intra),
         }
@@ -202,7 +184,7 @@ def ring_analysis(
             "num_edges_source": budget.source,
             "k": k,
             "metric": metric,
-            "taps": taps,
+            "taps": settings.taps,
             "N": len(labels),
         },
         "layers": names,
@@ -227,14 +209,8 @@ def run(cfg: Any) -> dict[str, Any]:
         ctx.model,
         probe.images,
         probe.labels,
+        ctx.settings.replace(seed=int(cfg.probe.seed)),
         num_edges=None if a.get("num_edges") is None else int(a.num_edges),
-        k=int(cfg.graph.k),
-        metric=str(cfg.graph.metric),
-        taps=ctx.taps,
-        seed=int(cfg.probe.seed),
-        batch_size=int(cfg.batch_size),
-        block_size=ctx.block_size,
-        dtype=ctx.feature_dtype,
         class_names=ctx.class_names,
         gif=bool(a.gif),
         gif_frame_seconds=float(a.gif_frame_seconds),

@@ -23,6 +23,7 @@ from dnn_modularity.analysis.common import (
     summarize_rows,
 )
 from dnn_modularity.analysis.curve import curve_analysis
+from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.data.probe import ProbeSet, check_probe_size
 from dnn_modularity.graph import class_separation, resolve_num_edges, top_edges_graph
 from dnn_modularity.records import (
@@ -93,13 +94,12 @@ def _m_curve_rows(
 ) -> list[dict[str, Any]]:
     """Paper 2's M per layer and repeat (engine: top-|E| graph + class_separation)."""
     rows = []
+    settings = AnalysisSettings(taps=taps, batch_size=int(cfg.batch_size))
     explicit = cfg.graph.get("num_edges")
     for repeat, probe in enumerate(probes):
         # |E|: paper 2's edge density for this N unless graph.num_edges is given (then clamped)
         budget = resolve_num_edges(len(probe), None if explicit is None else int(explicit))
-        for point, feats in layer_features(
-            model, probe.images, taps=taps, batch_size=int(cfg.batch_size)
-        ):
+        for point, feats in layer_features(model, probe.images, settings):
             graph = top_edges_graph(
                 feats,
                 num_edges=budget.num_edges,
@@ -167,17 +167,20 @@ def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: P
     taps = str(probe.get("taps", "block"))
     units = _unit_names(model, taps)
     if measure == "modularity":
-        output = curve_analysis(
-            model,
-            probes,
+        settings = AnalysisSettings(
             k=k,
             metric=str(cfg.graph.metric),
             taps=taps,
             seed=int(probe.seed),
-            shuffled_null=False,
-            random_init=False,
             batch_size=int(cfg.batch_size),
             block_size=cfg.graph.get("block_size"),
+        )
+        output = curve_analysis(
+            model,
+            probes,
+            settings,
+            shuffled_null=False,
+            random_init=False,
             title="parent modularity curve (pruning input)",
         )
     else:
