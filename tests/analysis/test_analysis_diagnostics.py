@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from dnn_modularity.analysis.common import save_output
 from dnn_modularity.analysis.diagnostics import (
     chosen_layers,
     closing_lines,
     diagnostics_analysis,
 )
+from dnn_modularity.analysis.measure import save_output
 from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.graph import knn_modularity
 from dnn_modularity.records import read_csv_rows

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from dnn_modularity.analysis.common import random_init_like
+from dnn_modularity.analysis.measure import random_init_like
 from dnn_modularity.data import DigitsDataModule
 from dnn_modularity.data.probe import ProbeSet
 from dnn_modularity.graph import knn_modularity

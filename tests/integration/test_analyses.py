@@ -17,7 +17,6 @@ from PIL import Image
 from torch import nn
 
 from dnn_modularity.analysis.adversarial import adversarial_analysis
-from dnn_modularity.analysis.common import interval95, random_init_like, save_output, summarize_rows
 from dnn_modularity.analysis.curve import curve_analysis, rise
 from dnn_modularity.analysis.difference import difference_analysis
 from dnn_modularity.analysis.dynamics import (
@@ -27,6 +26,12 @@ from dnn_modularity.analysis.dynamics import (
     dynamics_from_history,
 )
 from dnn_modularity.analysis.histograms import histogram_analysis
+from dnn_modularity.analysis.measure import (
+    interval95,
+    random_init_like,
+    save_output,
+    summarize_rows,
+)
 from dnn_modularity.analysis.ring import ring_analysis
 from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.data import DigitsDataModule
@@ -172,7 +177,7 @@ def test_adversarial_clean_curve_has_the_same_n_and_pick_first_takes_the_first(t
     assert paired["first"] != pytest.approx(paired["random"])
     # the clean reference is the first 60 images of the pool unless given
     clean = [r["value"] for r in first.rows if r["variant"] == "clean"]
-    from dnn_modularity.analysis.common import layer_modularity
+    from dnn_modularity.analysis.measure import layer_modularity
 
     expected = layer_modularity(
         trained, pool.images[:60], {"c": pool.labels[:60]}, AnalysisSettings(k=3)

@@ -9,20 +9,20 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-import dnn_modularity.analysis.common as common
+import dnn_modularity.analysis.measure as measure
 from dnn_modularity.analyze import CONF_DIR, analyze
 
 
 def test_reported_seconds_cover_figure_writing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_save = common.atomic_save_figure
+    real_save = measure.atomic_save_figure
 
     def slow_save(*args, **kwargs):  # a figure that takes a second to write (like a ring grid)
         time.sleep(1.0)
         return real_save(*args, **kwargs)
 
-    monkeypatch.setattr(common, "atomic_save_figure", slow_save)
+    monkeypatch.setattr(measure, "atomic_save_figure", slow_save)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(
             "analyze",

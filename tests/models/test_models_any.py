@@ -16,7 +16,7 @@ import torchvision
 from omegaconf import OmegaConf
 from torch import nn
 
-from dnn_modularity.analysis.common import random_init_like
+from dnn_modularity.analysis.measure import random_init_like
 from dnn_modularity.models import (
     ExternalModel,
     Normalized,

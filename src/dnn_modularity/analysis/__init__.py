@@ -10,7 +10,11 @@
 - :mod:`~dnn_modularity.analysis.diagnostics`: which classes separate where (per-class purity,
   class-pair entanglement, k-NN and linear-probe accuracy per layer; beyond the papers).
 
-:mod:`~dnn_modularity.analysis.common` holds the shared tensor-side helpers and the record
-format, :mod:`~dnn_modularity.analysis.context` the config side (model, data, outputs, loggers).
+:mod:`~dnn_modularity.analysis.settings` holds the settings every analysis shares
+(:class:`~dnn_modularity.analysis.settings.AnalysisSettings`),
+:mod:`~dnn_modularity.analysis.measure` what every analysis measures and writes (per-layer
+features, k-NN modularity, statistics, the record files), and
+:mod:`~dnn_modularity.analysis.context` turns a composed config into model, data, settings, run
+folder and loggers.
 The entry point is ``python -m dnn_modularity.analyze``.
 """

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dnn_modularity.analysis.common import AnalysisOutput, layer_modularity
+from dnn_modularity.analysis.measure import AnalysisOutput, layer_modularity
 from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.attacks import generate_adversarial
 from dnn_modularity.attacks.generate import get_spec

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dnn_modularity.analysis.common import AnalysisOutput, resolve_device, save_output
+from dnn_modularity.analysis.measure import AnalysisOutput, resolve_device, save_output
 from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.loggers import build_loggers, log_artifacts
 from dnn_modularity.models.classifier import check_model_fits_data, load_classifier

@@ -1,7 +1,7 @@
 """Modularity curves with repeats and null baselines (paper 1 Figs. 4, 5, 7, B11, B12, B13).
 
 For R seeded, class-balanced probe sets of N test images, the k-NN modularity of every layer
-(:func:`~dnn_modularity.analysis.common.layer_modularity`) gives per layer a mean, a standard
+(:func:`~dnn_modularity.analysis.measure.layer_modularity`) gives per layer a mean, a standard
 deviation and a 95% t-interval over the repeats (paper 1 Sec. 4.1 repeats each experiment to
 show mean and variance; the official code's "repeats" were the first five unshuffled test
 batches instead). Two null baselines go into the same record:
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dnn_modularity.analysis.common import (
+from dnn_modularity.analysis.measure import (
     AnalysisOutput,
     layer_modularity,
     random_init_like,

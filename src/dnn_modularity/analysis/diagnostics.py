@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dnn_modularity.analysis.common import AnalysisOutput, layer_features, summarize_rows
 from dnn_modularity.analysis.curve import as_probe
+from dnn_modularity.analysis.measure import AnalysisOutput, layer_features, summarize_rows
 from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.graph import class_separation, resolve_num_edges, top_edges_graph
 from dnn_modularity.graph.classes import first_crossing

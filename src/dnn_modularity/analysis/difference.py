@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from dnn_modularity.analysis.common import AnalysisOutput, layer_features
+from dnn_modularity.analysis.measure import AnalysisOutput, layer_features
 from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.plots.analysis import plot_difference_vs_cka
 from dnn_modularity.records import metric_key

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dnn_modularity.analysis.common import AnalysisOutput, layer_modularity
+from dnn_modularity.analysis.measure import AnalysisOutput, layer_modularity
 from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.models.unwrap import module_device
 from dnn_modularity.plots.analysis import plot_dynamics

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dnn_modularity.analysis.common import AnalysisOutput, layer_features
+from dnn_modularity.analysis.measure import AnalysisOutput, layer_features
 from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.plots.analysis import plot_similarity_histograms
 from dnn_modularity.records import layer_key

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from dnn_modularity.analysis.common import AnalysisOutput, layer_features
+from dnn_modularity.analysis.measure import AnalysisOutput, layer_features
 from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.plots.analysis import plot_m_vs_q
 from dnn_modularity.plots.ring import RingLayer, plot_ring_grid, ring_gif_bytes

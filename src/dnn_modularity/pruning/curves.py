@@ -16,13 +16,13 @@ from typing import Any
 from omegaconf import DictConfig
 from torch import nn
 
-from dnn_modularity.analysis.common import (
+from dnn_modularity.analysis.curve import curve_analysis
+from dnn_modularity.analysis.measure import (
     AnalysisOutput,
     layer_features,
     save_output,
     summarize_rows,
 )
-from dnn_modularity.analysis.curve import curve_analysis
 from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.data.probe import ProbeSet, check_probe_size
 from dnn_modularity.graph import class_separation, resolve_num_edges, top_edges_graph

@@ -1,4 +1,4 @@
-"""Plumbing every analysis shares: per-layer features, k-NN modularity, statistics, records.
+"""What every analysis measures and writes: per-layer features, k-NN Q, statistics, records.
 
 Nothing here re-implements the engine: graphs and modularity come from
 :mod:`dnn_modularity.graph`, layer features from :func:`dnn_modularity.taps.iter_layer_features`
