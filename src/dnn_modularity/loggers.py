@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dnn_modularity.records import read_csv_rows, write_csv_rows
 from dnn_modularity.rundir import is_rank_zero
-from dnn_modularity.runtime import config_group, instantiate
+from dnn_modularity.runtime import instantiate_group
 
 __all__ = [
     "WANDB_CONNECT_TIMEOUT",
@@ -130,15 +130,16 @@ def build_loggers(node: Any, save_dir: Path, run_name: str) -> list[Any]:
     Returns:
         The Lightning loggers, in config order.
     """
-    loggers = []
-    for name, spec in config_group(node).items():
+
+    def folder_and_name(name: str, spec: DictConfig) -> dict[str, Any]:
         overrides: dict[str, Any] = {}
         if "save_dir" in spec and spec.save_dir is None:
             overrides["save_dir"] = str(save_dir)
         if name == "wandb" and spec.get("name") is None:
             overrides["name"] = run_name
-        loggers.append(instantiate(spec, **overrides))
-    return loggers
+        return overrides
+
+    return instantiate_group(node, folder_and_name)
 
 
 def default_run_name(cfg: DictConfig, run_dir: Path) -> str:
@@ -391,6 +392,27 @@ def log_artifacts(
             logger.finalize("success")
     if close:
         finish_wandb(loggers)
+
+
+def log_pngs_and_table(
+    loggers: Sequence[Any],
+    prefix: str,
+    paths: Sequence[Path],
+    table: str,
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str] | None = None,
+) -> None:
+    """W&B: the PNGs as images ``<prefix>figures/<stem>``, ``rows`` as table ``<prefix><table>``.
+
+    Other loggers get nothing. Used by the training monitors.
+    """
+    for logger in loggers:
+        if not isinstance(logger, WandbLogger):
+            continue
+        for path in paths:
+            if path.suffix == ".png":
+                logger.log_image(key=f"{prefix}figures/{path.stem}", images=[str(path)])
+        log_table(logger, f"{prefix}{table}", rows, columns)
 
 
 def log_table(

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["DEFAULT_INTERVAL_S", "Progress", "format_seconds", "track"]
 
@@ -195,43 +195,22 @@ class Progress:
                 self.logger.info("%s: %s", self.what, self.status())
 
 
-def track(
-    items: Iterable[T],
-    what: str,
-    total: int | None = None,
-    *,
-    unit: str = "steps",
-    interval_s: float | None = None,
-    quiet: bool = False,
-    enabled: bool = True,
-    logger: logging.Logger | None = None,
-) -> Iterator[T]:
+def track(items: Iterable[T], what: str, total: int | None = None, **options: Any) -> Iterator[T]:
     """Iterate over ``items`` inside a :class:`Progress` that advances once per item.
 
     Args:
         items: What to iterate over.
         what: Start of every line.
         total: Number of items (default ``len(items)`` when it has one).
-        unit: Name of the units, as for :class:`Progress`.
-        interval_s: Seconds between progress lines, as for :class:`Progress`.
-        quiet: Log only work that outlasts ``interval_s``, as for :class:`Progress`.
-        enabled: False logs nothing.
-        logger: Logger to use (default ``dnn_modularity.progress``).
+        **options: :class:`Progress`'s keyword arguments (``unit``, ``interval_s``, ``quiet``,
+            ``enabled``, ``logger``).
 
     Yields:
         The items.
     """
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
-    with Progress(
-        what,
-        total,
-        unit=unit,
-        interval_s=interval_s,
-        quiet=quiet,
-        enabled=enabled,
-        logger=logger,
-    ) as progress:
+    with Progress(what, total, **options) as progress:
         for item in items:
             yield item
             progress.advance()

@@ -392,14 +392,12 @@ def read_curve_record(path: str | Path, measure: str = "modularity") -> Curve:
 
 #: Columns of `modularity.csv` (the contract's columns, the repeat index, then |E| and its density
 #: when paper 2's M is computed).
+#: Where and how a layer's value was measured: shared by `modularity.csv` and the tidy records.
+_LAYER_COLUMNS = ("layer_index", "layer", "tap", "N", "k", "metric")
+
 CSV_COLUMNS = (
     "epoch",
-    "layer_index",
-    "layer",
-    "tap",
-    "N",
-    "k",
-    "metric",
+    *_LAYER_COLUMNS,
     "modularity",
     "M",
     "seed",
@@ -413,12 +411,7 @@ CSV_COLUMNS = (
 ROW_COLUMNS: tuple[str, ...] = (
     "analysis",
     "variant",
-    "layer_index",
-    "layer",
-    "tap",
-    "N",
-    "k",
-    "metric",
+    *_LAYER_COLUMNS,
     "seed",
     "repeat",
     "measure",

@@ -10,7 +10,7 @@ CSV, TensorBoard) are `dnn_modularity.loggers`.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ __all__ = [
     "fit_and_test",
     "hydra_config",
     "instantiate",
+    "instantiate_group",
     "is_rank_zero",
     "missing_outputs",
     "plain_or_none",
@@ -106,6 +107,18 @@ def config_group(node: Any) -> dict[str, DictConfig]:
     return {
         name: sub for name, sub in node.items() if isinstance(sub, DictConfig) and "_target_" in sub
     }
+
+
+def instantiate_group(
+    node: Any, overrides: Callable[[str, DictConfig], dict[str, Any]]
+) -> list[Any]:
+    """Instantiate every member of a dict-of-objects group (:func:`config_group`), in order.
+
+    Args:
+        node: The group's node (None/empty: nothing).
+        overrides: ``(name, config) -> keyword overrides`` of that member (e.g. its folder).
+    """
+    return [instantiate(spec, **overrides(name, spec)) for name, spec in config_group(node).items()]
 
 
 # --- run folder ------------------------------------------------------------------------------
@@ -294,16 +307,17 @@ def build_callbacks(node: Any, run_dir: Path) -> list[Any]:
     Returns:
         The Lightning callbacks, in config order.
     """
-    callbacks = []
-    for name, spec in config_group(node).items():
+
+    def folders(name: str, spec: DictConfig) -> dict[str, Any]:
         overrides: dict[str, Any] = {}
         if "dirpath" in spec and spec.dirpath is None:
             sub = _CHECKPOINT_DIRS.get(name, f"checkpoints/{name}")
             overrides["dirpath"] = str(run_dir / sub)
         if "output_dir" in spec and spec.output_dir is None:
             overrides["output_dir"] = str(run_dir)
-        callbacks.append(instantiate(spec, **overrides))
-    return callbacks
+        return overrides
+
+    return instantiate_group(node, folders)
 
 
 def build_trainer(

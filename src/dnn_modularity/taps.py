@@ -60,7 +60,7 @@ from torch.nn.modules.pooling import (
 )
 from torch.utils.hooks import RemovableHandle
 
-from dnn_modularity.models._base import TAP_MODES
+from dnn_modularity.models._base import ACTIVATIONS, TAP_MODES
 from dnn_modularity.models.unwrap import eval_mode as _eval_mode
 from dnn_modularity.models.unwrap import (
     module_device,
@@ -100,20 +100,7 @@ class TapPoint:
 
 
 _RESIDUAL_CLASS = re.compile(r"(Block|Bottleneck|InvertedResidual)", re.IGNORECASE)
-_ACTIVATIONS = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-    nn.Sigmoid,
-    nn.Tanh,
-)
+_ACTIVATIONS = (*ACTIVATIONS, nn.Sigmoid, nn.Tanh)
 
 SELECTORS: dict[str, Callable[[str, nn.Module], bool]] = {
     # Class names of this package's, torchvision's and timm's residual blocks.

@@ -5,20 +5,7 @@
 - :mod:`~dnn_modularity.attacks.compat`: makes advertorch 0.2.3 importable on current torch.
 """
 
-from dnn_modularity.attacks.generate import (
-    ATTACKS,
-    AdversarialResult,
-    AttackSpec,
-    available_attacks,
-    build_attack,
-    generate_adversarial,
-)
+from dnn_modularity.attacks import generate
+from dnn_modularity.attacks.generate import *  # noqa: F403 - re-exports generate.__all__
 
-__all__ = [
-    "ATTACKS",
-    "AdversarialResult",
-    "AttackSpec",
-    "available_attacks",
-    "build_attack",
-    "generate_adversarial",
-]
+__all__ = list(generate.__all__)

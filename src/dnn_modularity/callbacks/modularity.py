@@ -42,7 +42,7 @@ from dnn_modularity.callbacks.monitor_diagnostics import CSV_NAME as DIAGNOSTICS
 from dnn_modularity.callbacks.monitor_diagnostics import DEFAULT_DIAGNOSTICS, MonitorDiagnostics
 from dnn_modularity.data.probe import STRATEGIES, ProbeSet, check_probe_size
 from dnn_modularity.graph import METRICS, resolve_num_edges
-from dnn_modularity.loggers import log_table
+from dnn_modularity.loggers import log_pngs_and_table
 from dnn_modularity.metrics import ClassSeparationModularity, KNNModularity
 from dnn_modularity.models.unwrap import eval_mode
 from dnn_modularity.progress import track
@@ -853,14 +853,6 @@ class ModularityMonitor(Callback):
         return paths
 
     def _log_media(self, trainer: L.Trainer, paths: list[Path]) -> None:
-        from lightning.pytorch.loggers import WandbLogger
-
-        for logger in trainer.loggers:
-            if not isinstance(logger, WandbLogger):
-                continue
-            for path in paths:
-                if path.suffix == ".png":
-                    logger.log_image(
-                        key=f"{self.log_prefix}figures/{path.stem}", images=[str(path)]
-                    )
-            log_table(logger, f"{self.log_prefix}modularity/table", self.history, CSV_COLUMNS)
+        log_pngs_and_table(
+            trainer.loggers, self.log_prefix, paths, "modularity/table", self.history, CSV_COLUMNS
+        )

@@ -23,14 +23,13 @@ computes the single-process values; rank 0 writes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from lightning.pytorch.loggers import WandbLogger
 
 from dnn_modularity.graph.classes import first_crossing
 from dnn_modularity.layer_diagnostics import (
@@ -40,7 +39,7 @@ from dnn_modularity.layer_diagnostics import (
     diagnostic_rows,
     pair_label,
 )
-from dnn_modularity.loggers import log_table
+from dnn_modularity.loggers import log_pngs_and_table
 from dnn_modularity.plots.curves import plot_heatmap
 from dnn_modularity.plots.diagnostics import plot_class_layer_heatmap, plot_pair_matrices
 from dnn_modularity.records import (
@@ -260,15 +259,9 @@ class MonitorDiagnostics:
 
     def log_media(self, trainer: Any, paths: Sequence[Path]) -> None:
         """W&B: the figures as images and the rows as a table (other loggers: nothing)."""
-        for logger in trainer.loggers:
-            if not isinstance(logger, WandbLogger):
-                continue
-            for path in paths:
-                if path.suffix == ".png":
-                    logger.log_image(
-                        key=f"{self.log_prefix}figures/{path.stem}", images=[str(path)]
-                    )
-            log_table(logger, f"{self.log_prefix}diagnostics/table", self.history)
+        log_pngs_and_table(
+            trainer.loggers, self.log_prefix, paths, "diagnostics/table", self.history
+        )
 
     # --- helpers -------------------------------------------------------------------------------
     def _epoch_layer(self, measure: str, epochs: list[int], indices: list[int]) -> np.ndarray:
@@ -278,10 +271,7 @@ class MonitorDiagnostics:
                 cells.setdefault((int(r["epoch"]), int(r["layer_index"])), []).append(
                     float(r["value"])
                 )
-        matrix = np.full((len(epochs), len(indices)), np.nan)
-        for (epoch, index), values in cells.items():
-            matrix[epochs.index(epoch), indices.index(index)] = float(np.mean(values))
-        return matrix
+        return _grid(cells, epochs, indices, np.mean)
 
     @staticmethod
     def _class_layer(
@@ -294,10 +284,7 @@ class MonitorDiagnostics:
                 cells.setdefault(key, []).append(float(r["value"]))
         if not cells:
             return None
-        matrix = np.full((len(classes), len(indices)), np.nan)
-        for (c, index), values in cells.items():
-            matrix[classes.index(c), indices.index(index)] = float(np.nanmean(values))
-        return matrix
+        return _grid(cells, classes, indices, np.nanmean)
 
     @staticmethod
     def _pair_stack(
@@ -316,6 +303,19 @@ class MonitorDiagnostics:
         for (layer, a, b), values in cells.items():
             stack[layer, a, b] = stack[layer, b, a] = float(np.mean(values))
         return stack
+
+
+def _grid(
+    cells: dict[tuple[Any, int], list[float]],
+    rows: list[Any],
+    indices: list[int],
+    reduce: Callable[[list[float]], Any],
+) -> np.ndarray:
+    """(len(rows), len(indices)) matrix of ``reduce`` over each cell's values, NaN where empty."""
+    matrix = np.full((len(rows), len(indices)), np.nan)
+    for (row, index), values in cells.items():
+        matrix[rows.index(row), indices.index(index)] = float(reduce(values))
+    return matrix
 
 
 def _label(value: Any) -> Any:

@@ -26,6 +26,20 @@ inverted-residual block for MobileNetV2.
 ResNet ``conv1`` before BN, then each residual block's output.
 """
 
+#: Hidden-layer activation modules (the taps' ``activations`` selector adds Sigmoid and Tanh).
+ACTIVATIONS: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Hardswish,
+)
+
 
 def check_tap_mode(mode: str) -> str:
     """Return ``mode`` if it is one of :data:`TAP_MODES`.

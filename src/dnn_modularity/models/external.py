@@ -40,7 +40,7 @@ from typing import Any
 
 from torch import nn
 
-from ._base import check_tap_mode
+from ._base import ACTIVATIONS, check_tap_mode
 
 __all__ = [
     "BLOCK_CLASS_PATTERN",
@@ -60,18 +60,7 @@ BLOCK_CLASS_PATTERN = re.compile(
 )
 """Class names of network blocks (searched, not matched) for :func:`default_block_taps`."""
 
-_ACTIVATIONS = (
-    nn.ReLU,
-    nn.ReLU6,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Hardswish,
-)
+_ACTIVATIONS = ACTIVATIONS
 
 
 def is_external_name(name: Any) -> bool:

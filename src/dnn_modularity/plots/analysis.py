@@ -26,6 +26,14 @@ __all__ = [
 ]
 
 
+def _titled(fig: Figure, title: str) -> Figure:
+    """``fig`` with ``title`` over all panels (none when empty), laid out tight."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def plot_adversarial(
     series: Sequence[CurveSeries],
     success_rates: Mapping[str, float],
@@ -73,10 +81,7 @@ def plot_adversarial(
     bar_ax.set_ylabel("attack success rate (%)")
     bar_ax.set_title("success rate")
     bar_ax.tick_params(axis="x", labelrotation=45)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _titled(fig, title)
 
 
 def plot_dynamics(
@@ -182,10 +187,7 @@ def plot_difference_vs_cka(
         ax.set_xlabel("layer")
         ax.set_ylabel("layer")
         ax.set_title(name)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _titled(fig, title)
 
 
 def plot_similarity_histograms(
@@ -248,10 +250,7 @@ def plot_similarity_histograms(
             ax.set_ylabel("pairs (%)")
         if i // ncols == nrows - 1:
             ax.set_xlabel("similarity")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
+    return _titled(fig, title)
 
 
 def plot_m_vs_q(

@@ -195,6 +195,25 @@ def plot_curves(
     return fig
 
 
+def imshow_masked(
+    ax: Any, array: Any, cmap: str, vmin: float | None, vmax: float | None, **options: Any
+) -> Any:
+    """``ax.imshow`` of a (rows, cols) array as blocks, NaN cells left blank.
+
+    Returns:
+        The image (for a colour bar).
+    """
+    return ax.imshow(
+        np.ma.masked_invalid(np.asarray(array, dtype=float)),
+        aspect="auto",
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        interpolation="nearest",
+        **options,
+    )
+
+
 def plot_heatmap(
     values: object,
     *,
@@ -239,15 +258,7 @@ def plot_heatmap(
         )
     else:
         fig = ax.figure
-    image = ax.imshow(
-        np.ma.masked_invalid(array),
-        aspect="auto",
-        origin="lower",
-        cmap=cmap,
-        vmin=vmin,
-        vmax=vmax,
-        interpolation="nearest",
-    )
+    image = imshow_masked(ax, array, cmap, vmin, vmax, origin="lower")
     col_step = max(1, int(np.ceil(num_cols / 20)))
     ax.set_xticks(np.arange(num_cols)[::col_step])
     ax.set_xticklabels(

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from dnn_modularity.plots.curves import draw_curve, layer_ticks
+from dnn_modularity.plots.curves import draw_curve, imshow_masked, layer_ticks
 
 __all__ = [
     "DPI",
@@ -84,27 +84,55 @@ def plot_class_layer_heatmap(
     Returns:
         The figure.
     """
-    array = np.asarray(values, dtype=float)
-    c, n = array.shape
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.35 * n + 3.5), max(3.0, 0.3 * c + 1.8)), dpi=DPI)
-    image = ax.imshow(
-        np.ma.masked_invalid(array),
-        aspect="auto",
+    return _row_layer_heatmap(
+        np.asarray(values, dtype=float),
+        layer_names=layer_names,
+        row_labels=class_labels,
+        row_name="class",
+        first=first,
+        marker="v",
         cmap="viridis",
         vmin=vmin,
         vmax=vmax,
-        interpolation="nearest",
+        threshold=threshold,
+        cbar_label=cbar_label,
+        title=title or f"{cbar_label} per class and layer (▼: first layer ≥ {threshold:g})",
+        min_height=3.0,
     )
-    _mark_crossings(ax, first, n, "v")
+
+
+def _row_layer_heatmap(
+    array: np.ndarray,
+    *,
+    layer_names: Sequence[str],
+    row_labels: Sequence[str],
+    row_name: str,
+    first: Sequence[int],
+    marker: str,
+    cmap: str,
+    vmin: float,
+    vmax: float,
+    threshold: float,
+    cbar_label: str,
+    title: str,
+    min_height: float,
+) -> Figure:
+    """(R, L) row × layer heatmap, each row's first crossing marked, the level in the bar."""
+    rows, n = array.shape
+    fig, ax = plt.subplots(
+        figsize=(max(5.5, 0.35 * n + 3.5), max(min_height, 0.3 * rows + 1.8)), dpi=DPI
+    )
+    image = imshow_masked(ax, array, cmap, vmin, vmax)
+    _mark_crossings(ax, first, n, marker)
     _layer_axis(ax, layer_names)
     ax.set_xlim(-0.5, n + 0.6)
-    ax.set_yticks(np.arange(c))
-    ax.set_yticklabels(list(class_labels), fontsize=7)
+    ax.set_yticks(np.arange(rows))
+    ax.set_yticklabels(list(row_labels), fontsize=7)
     ax.set_xlabel("layer")
-    ax.set_ylabel("class")
+    ax.set_ylabel(row_name)
     bar = fig.colorbar(image, ax=ax, label=cbar_label)
     bar.ax.axhline(threshold, color="white", linewidth=2)
-    ax.set_title(title or f"{cbar_label} per class and layer (▼: first layer ≥ {threshold:g})")
+    ax.set_title(title)
     fig.tight_layout()
     return fig
 
@@ -181,28 +209,22 @@ def plot_pair_separation(
     """
     array = np.asarray(values, dtype=float)
     p, n = array.shape if array.ndim == 2 else (0, len(layer_names))
-    fig, ax = plt.subplots(figsize=(max(5.5, 0.35 * n + 3.5), max(2.8, 0.3 * p + 1.8)), dpi=DPI)
-    image = ax.imshow(
-        np.ma.masked_invalid(array.reshape(p, n)),
-        aspect="auto",
+    fig = _row_layer_heatmap(
+        array.reshape(p, n),
+        layer_names=layer_names,
+        row_labels=pair_labels,
+        row_name="class pair",
+        first=first,
+        marker="^",
         cmap="magma",
         vmin=0.0,
         vmax=max(1.0, float(np.nanmax(array)) if array.size else 1.0),
-        interpolation="nearest",
+        threshold=threshold,
+        cbar_label="pair entanglement (1 = random mixing)",
+        title=title
+        or f"when do they come apart (▲: first layer with entanglement ≤ {threshold:g})",
+        min_height=2.8,
     )
-    _mark_crossings(ax, first, n, "^")
-    _layer_axis(ax, layer_names)
-    ax.set_xlim(-0.5, n + 0.6)
-    ax.set_yticks(np.arange(p))
-    ax.set_yticklabels(list(pair_labels), fontsize=7)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("class pair")
-    bar = fig.colorbar(image, ax=ax, label="pair entanglement (1 = random mixing)")
-    bar.ax.axhline(threshold, color="white", linewidth=2)
-    ax.set_title(
-        title or f"when do they come apart (▲: first layer with entanglement ≤ {threshold:g})"
-    )
-    fig.tight_layout()
     return fig
 
 
