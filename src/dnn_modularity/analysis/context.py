@@ -150,7 +150,7 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
             )
         check_model_fits_data(model.arch_config(), datamodule, where, trained_on)
         model_name = str(model.arch_config().get("name", "model"))
-    class_names = getattr(datamodule, "classes", None) or getattr(datamodule, "class_names", None)
+    names = getattr(datamodule, "classes", None) or getattr(datamodule, "class_names", None)
     # One run per folder (after the checks above, so a refused config leaves nothing behind):
     # a folder holding another run's outputs is refused unless overwrite=true.
     inputs = [cfg.get("ckpt_path"), (cfg.get("analysis") or {}).get("run_dir")]
@@ -162,8 +162,8 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
         out_dir=out_dir,
         device=device,
         settings=settings,
-        class_names=list(class_names) if class_names else None,
         model_name=model_name,
+        class_names=list(names) if names else None,
         started=_COMMAND_STARTED if _COMMAND_STARTED is not None else time.perf_counter(),
         # A subfolder: the records own the run folder (CSVLogger would warn about it).
         loggers=build_loggers(

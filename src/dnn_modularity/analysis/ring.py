@@ -41,11 +41,11 @@ def ring_analysis(
     *,
     num_edges: int | None = None,
     class_names: Sequence[str] | None = None,
+    title: str = "",
+    ncols: int = 4,
     gif: bool = True,
     gif_frame_seconds: float = 0.8,
     max_edges_drawn: int | None = None,
-    ncols: int = 4,
-    title: str = "",
 ) -> AnalysisOutput:
     """Top-|E| graph of every layer: ring pictures, M (paper 2) and Newman Q.
 
@@ -60,12 +60,12 @@ def ring_analysis(
             (:func:`dnn_modularity.graph.resolve_num_edges`). Rows record ``num_edges`` and
             ``edge_density``.
         class_names: Legend names indexed by label.
+        title: Figure title prefix.
+        ncols: Panels per row of the grid.
         gif: Also render the animated GIF (``figures/ring.gif``).
         gif_frame_seconds: Seconds per GIF frame.
         max_edges_drawn: Cap on drawn edges per panel (None: all |E|; the numbers always use
             all of them).
-        ncols: Panels per row of the grid.
-        title: Figure title prefix.
 
     Returns:
         :class:`AnalysisOutput` named ``ring``: rows per layer and measure (:data:`MEASURES`),

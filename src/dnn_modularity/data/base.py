@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import lightning.pytorch as L
 import torch
@@ -78,27 +79,77 @@ class ImageDataModule(L.LightningDataModule):
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    #: This data set's defaults of the loader options left unset (None): the in-memory data
+    #: sets load fastest in the main process, the ones read from disk override them.
+    loader_defaults: ClassVar[dict[str, Any]] = {
+        "num_workers": 0,
+        "pin_memory": False,
+        "persistent_workers": False,
+    }
+
     def __init__(
         self,
         batch_size: int = 256,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        persistent_workers: bool = False,
+        num_workers: int | None = None,
+        pin_memory: bool | None = None,
+        persistent_workers: bool | None = None,
         drop_last: bool = False,
+        num_classes: int | None = None,
+        in_channels: int | None = None,
+        image_size: int | None = None,
     ) -> None:
+        """Options every data module takes (subclasses pass them on as ``**options``).
+
+        Args:
+            batch_size: Training batch size.
+            eval_batch_size: Batch size of val/test loaders (default ``batch_size``).
+            num_workers: DataLoader workers (None: :attr:`loader_defaults`).
+            pin_memory: Pinned host memory (None: :attr:`loader_defaults`).
+            persistent_workers: Keep workers between epochs (None: :attr:`loader_defaults`;
+                off without workers).
+            drop_last: Drop the last incomplete training batch.
+            num_classes: The config's value, checked against the data set's
+                (:meth:`check_declared`; None: not given).
+            in_channels: As ``num_classes``.
+            image_size: As ``num_classes``.
+        """
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size={batch_size} must be >= 1")
+        given = {
+            "num_workers": num_workers,
+            "pin_memory": pin_memory,
+            "persistent_workers": persistent_workers,
+        }
+        options = {k: self.loader_defaults[k] if v is None else v for k, v in given.items()}
         self.batch_size = int(batch_size)
         self.eval_batch_size = int(eval_batch_size or batch_size)
-        self.num_workers = int(num_workers)
-        self.pin_memory = bool(pin_memory)
-        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.num_workers = int(options["num_workers"])
+        self.pin_memory = bool(options["pin_memory"])
+        self.persistent_workers = bool(options["persistent_workers"]) and self.num_workers > 0
         self.drop_last = bool(drop_last)
+        self._declared = {
+            "num_classes": num_classes,
+            "in_channels": in_channels,
+            "image_size": image_size,
+        }
         self.train_set: Dataset | None = None
         self.val_set: Dataset | None = None
         self.test_set: Dataset | None = None
+
+    def check_declared(self) -> None:
+        """Check the config's ``num_classes``/``in_channels``/``image_size`` against the data set.
+
+        Subclasses call it once their own values are set.
+
+        Raises:
+            ValueError: A given value that differs (:func:`check_fixed_metadata`).
+        """
+        check_fixed_metadata(
+            self.name,
+            **{k: (v, getattr(self, k)) for k, v in self._declared.items() if v is not None},
+        )
 
     # --- to implement -------------------------------------------------------------------------
     def _make_datasets(self) -> tuple[Dataset, Dataset, Dataset]:
@@ -155,11 +206,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def describe(self) -> dict[str, object]:
         """Metadata for run records."""
+        fixed = ("name", "num_classes", "in_channels", "image_size")
         return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-            "image_size": self.image_size,
+            **{key: getattr(self, key) for key in fixed},
             "mean": list(self.mean),
             "std": list(self.std),
         }

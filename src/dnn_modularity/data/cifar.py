@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import Dataset
@@ -16,7 +17,6 @@ from torchvision import datasets, transforms
 
 from dnn_modularity.data.base import (
     ImageDataModule,
-    check_fixed_metadata,
     stratified_holdout,
     subset,
 )
@@ -39,13 +39,21 @@ class _CIFARDataModule(ImageDataModule):
         rotation: Degrees of `RandomRotation` in training (official: 0 for CIFAR-10, 15 for
             CIFAR-100).
         augment: Use the training augmentation at all.
-        eval_batch_size, num_workers, pin_memory, persistent_workers: DataLoader options.
-        num_classes, in_channels, image_size: Optional checks against the dataset's fixed values.
+        **options: :class:`~dnn_modularity.data.base.ImageDataModule`'s options: DataLoader
+            settings (``eval_batch_size``, ``num_workers``, ``pin_memory``,
+            ``persistent_workers``, ``drop_last``) and ``num_classes``/``in_channels``/
+            ``image_size``, checked against the data set's fixed values.
+            Read from disk: 4 workers, pinned memory by default.
     """
 
     _tv_class: type[datasets.CIFAR10]
     _folder: str
     _default_rotation = 0.0
+    loader_defaults: ClassVar[dict[str, Any]] = {
+        "num_workers": 4,
+        "pin_memory": True,
+        "persistent_workers": True,
+    }
 
     def __init__(
         self,
@@ -56,29 +64,10 @@ class _CIFARDataModule(ImageDataModule):
         seed: int = 0,
         rotation: float | None = None,
         augment: bool = True,
-        eval_batch_size: int | None = None,
-        num_workers: int = 4,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        num_classes: int | None = None,
-        in_channels: int | None = None,
-        image_size: int | None = None,
-        drop_last: bool = False,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            drop_last=drop_last,
-        )
-        check_fixed_metadata(
-            self.name,
-            num_classes=(num_classes, self.num_classes),
-            in_channels=(in_channels, 3),
-            image_size=(image_size, 32),
-        )
+        super().__init__(batch_size, **options)
+        self.check_declared()
         self.data_dir = Path(data_dir)
         self.download = bool(download)
         self.val_fraction = float(val_fraction)

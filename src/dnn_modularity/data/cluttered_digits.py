@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
-from dnn_modularity.data.base import ImageDataModule, check_fixed_metadata
+from dnn_modularity.data.base import ImageDataModule
 from dnn_modularity.data.digits import load_digits_tensors
 
 __all__ = [
@@ -267,9 +267,11 @@ class ClutteredDigitsDataModule(ImageDataModule):
         val_fraction: Share of the source digits used for validation images.
         test_fraction: Share of the source digits used for test (and probe) images.
         seed: Seed of the split, of the fixed val/test canvases and of the training canvases.
-        eval_batch_size: Batch size of val/test loaders (default `batch_size`).
-        num_workers: DataLoader workers (0 is fastest: rendering an epoch takes milliseconds).
-        num_classes, in_channels, image_size: Optional checks against 10 / 1 / canvas_size.
+        **options: :class:`~dnn_modularity.data.base.ImageDataModule`'s options: DataLoader
+            settings (``eval_batch_size``, ``num_workers``, ``pin_memory``,
+            ``persistent_workers``, ``drop_last``) and ``num_classes``/``in_channels``/
+            ``image_size``, checked against the data set's fixed values.
+            Rendered in memory: no workers by default (fastest).
     """
 
     name = "cluttered_digits"
@@ -288,27 +290,12 @@ class ClutteredDigitsDataModule(ImageDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.3,
         seed: int = 0,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        num_classes: int | None = None,
-        in_channels: int | None = None,
-        image_size: int | None = None,
-        **loader_kwargs: bool,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            **loader_kwargs,
-        )
+        super().__init__(batch_size, **options)
         self.spec = CanvasSpec(canvas_size, digit_size, num_fragments, fragment_size, noise_std)
         self.image_size = self.spec.canvas_size
-        check_fixed_metadata(
-            self.name,
-            num_classes=(num_classes, 10),
-            in_channels=(in_channels, 1),
-            image_size=(image_size, self.image_size),
-        )
+        self.check_declared()
         if train_size is not None and int(train_size) < 1:
             raise ValueError(f"data=cluttered_digits: train_size={train_size} must be >= 1 or null")
         # The split of the source digits is DigitsDataModule's (same fractions, same seed).

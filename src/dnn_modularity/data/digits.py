@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-from dnn_modularity.data.base import ImageDataModule, check_fixed_metadata
+from dnn_modularity.data.base import ImageDataModule
 
 __all__ = ["DigitsDataModule", "load_digits_tensors"]
 
@@ -37,9 +39,11 @@ class DigitsDataModule(ImageDataModule):
         val_fraction: Share of all images used for validation.
         test_fraction: Share of all images used for testing and probing.
         seed: Seed of the split (fixed: the split does not follow the training seed).
-        eval_batch_size: Batch size of val/test loaders (default `batch_size`).
-        num_workers: DataLoader workers (0 is fastest: the data are in-memory tensors).
-        num_classes, in_channels, image_size: Optional checks against the fixed 10 / 1 / 8.
+        **options: :class:`~dnn_modularity.data.base.ImageDataModule`'s options: DataLoader
+            settings (``eval_batch_size``, ``num_workers``, ``pin_memory``,
+            ``persistent_workers``, ``drop_last``) and ``num_classes``/``in_channels``/
+            ``image_size``, checked against the data set's fixed values.
+            In-memory tensors: no workers by default (fastest).
     """
 
     name = "digits"
@@ -53,25 +57,10 @@ class DigitsDataModule(ImageDataModule):
         val_fraction: float = 0.1,
         test_fraction: float = 0.3,
         seed: int = 0,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        num_classes: int | None = None,
-        in_channels: int | None = None,
-        image_size: int | None = None,
-        **loader_kwargs: bool,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            **loader_kwargs,
-        )
-        check_fixed_metadata(
-            self.name,
-            num_classes=(num_classes, 10),
-            in_channels=(in_channels, 1),
-            image_size=(image_size, 8),
-        )
+        super().__init__(batch_size, **options)
+        self.check_declared()
         if not (0.0 < test_fraction < 1.0 and 0.0 < val_fraction < 1.0):
             raise ValueError(
                 f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in (0, 1)"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
@@ -24,9 +26,11 @@ class FakeDataModule(ImageDataModule):
         train_size, val_size, test_size: Split sizes.
         batch_size: Training batch size.
         seed: Offset of the generator seeds (splits use disjoint index ranges).
-        eval_batch_size, num_workers: DataLoader options.
         mean, std: Normalisation statistics reported to the model (default 0.5 / 0.25 per channel:
             roughly those of `FakeData`'s images).
+        **loader: DataLoader options of :class:`~dnn_modularity.data.base.ImageDataModule`
+            (``eval_batch_size``, ``num_workers``, ``pin_memory``, ``persistent_workers``,
+            ``drop_last``).
     """
 
     name = "fake"
@@ -41,18 +45,11 @@ class FakeDataModule(ImageDataModule):
         test_size: int = 128,
         batch_size: int = 32,
         seed: int = 0,
-        eval_batch_size: int | None = None,
-        num_workers: int = 0,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
-        **loader_kwargs: bool,
+        **loader: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            **loader_kwargs,
-        )
+        super().__init__(batch_size, **loader)
         for key, value in (
             ("num_classes", num_classes),
             ("in_channels", in_channels),

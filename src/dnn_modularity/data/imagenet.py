@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 from torch.utils.data import Dataset
@@ -11,7 +12,6 @@ from torchvision import datasets, transforms
 
 from dnn_modularity.data.base import (
     ImageDataModule,
-    check_fixed_metadata,
     stratified_holdout,
     subset,
 )
@@ -78,8 +78,11 @@ class ImageNetDataModule(ImageDataModule):
         seed: Seed of the held-out split.
         image_size: Crop size (default 224).
         resize_size: Evaluation resize before the centre crop (default 256).
-        eval_batch_size, num_workers, pin_memory, persistent_workers, drop_last: DataLoader options.
-        num_classes, in_channels: Optional checks against the dataset's fixed values.
+        **options: :class:`~dnn_modularity.data.base.ImageDataModule`'s options: DataLoader
+            settings (``eval_batch_size``, ``num_workers``, ``pin_memory``,
+            ``persistent_workers``, ``drop_last``) and ``num_classes``/``in_channels``/
+            ``image_size``, checked against the data set's fixed values.
+            Read from disk: 8 workers, pinned memory by default.
 
     Raises:
         FileNotFoundError: When `data_dir/train` or `data_dir/val` is missing (says how to get it).
@@ -91,6 +94,11 @@ class ImageNetDataModule(ImageDataModule):
     mean = IMAGENET_MEAN
     std = IMAGENET_STD
     _wnids: tuple[str, ...] | None = None
+    loader_defaults: ClassVar[dict[str, Any]] = {
+        "num_workers": 8,
+        "pin_memory": True,
+        "persistent_workers": True,
+    }
 
     def __init__(
         self,
@@ -100,25 +108,10 @@ class ImageNetDataModule(ImageDataModule):
         seed: int = 0,
         image_size: int = 224,
         resize_size: int = 256,
-        eval_batch_size: int | None = None,
-        num_workers: int = 8,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-        drop_last: bool = False,
-        num_classes: int | None = None,
-        in_channels: int | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            batch_size=batch_size,
-            eval_batch_size=eval_batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            drop_last=drop_last,
-        )
-        check_fixed_metadata(
-            self.name, num_classes=(num_classes, self.num_classes), in_channels=(in_channels, 3)
-        )
+        super().__init__(batch_size, **options)
+        self.check_declared()
         self.data_dir = Path(data_dir)
         for split in ("train", "val"):
             if not (self.data_dir / split).is_dir():

@@ -37,24 +37,28 @@ from typing import Any
 
 from torch import nn
 
+from . import imagenet, mobilenet, resnet, resnet_small, vgg
 from ._base import TAP_MODES, ConvBNAct, StagedModel, check_tap_mode
 from .external import ExternalModel, build_external, default_block_taps, is_external_name
-from .imagenet import (
-    imagenet_resnet18,
-    imagenet_resnet34,
-    imagenet_resnet50,
-    imagenet_resnet101,
-    imagenet_resnet152,
-    imagenet_vgg11_bn,
-    imagenet_vgg13_bn,
-    imagenet_vgg16_bn,
-    imagenet_vgg19_bn,
-)
-from .mobilenet import mobilenet_v2
 from .normalized import Normalized
-from .resnet import resnet18, resnet34, resnet50, resnet101, resnet152
-from .resnet_small import resnet20, resnet32, resnet44, resnet56, resnet110
-from .vgg import vgg11_bn, vgg13_bn, vgg16_bn, vgg19_bn
+
+
+def _constructors(*families: Any) -> dict[str, Callable[..., nn.Module]]:
+    """Every public function of the family modules that takes ``num_classes``, by name."""
+    found = {}
+    for family in families:
+        for name in family.__all__:
+            fn = getattr(family, name)
+            if inspect.isfunction(fn) and "num_classes" in inspect.signature(fn).parameters:
+                found[name] = fn
+    return found
+
+
+#: Constructor name -> constructor: the registry :func:`build_model` reads. A new family module
+#: lists its constructors in its ``__all__`` and joins the tuple here.
+_REGISTRY = _constructors(vgg, resnet, resnet_small, mobilenet, imagenet)
+# Re-exported under their own names (``from dnn_modularity.models import resnet56``).
+globals().update(_REGISTRY)
 
 __all__ = [
     "TAP_MODES",
@@ -69,62 +73,9 @@ __all__ = [
     "check_model_name",
     "check_tap_mode",
     "default_block_taps",
-    "imagenet_resnet18",
-    "imagenet_resnet34",
-    "imagenet_resnet50",
-    "imagenet_resnet101",
-    "imagenet_resnet152",
-    "imagenet_vgg11_bn",
-    "imagenet_vgg13_bn",
-    "imagenet_vgg16_bn",
-    "imagenet_vgg19_bn",
     "is_external_name",
-    "mobilenet_v2",
-    "resnet18",
-    "resnet20",
-    "resnet32",
-    "resnet34",
-    "resnet44",
-    "resnet50",
-    "resnet56",
-    "resnet101",
-    "resnet110",
-    "resnet152",
-    "vgg11_bn",
-    "vgg13_bn",
-    "vgg16_bn",
-    "vgg19_bn",
+    *_REGISTRY,
 ]
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {
-    f.__name__: f
-    for f in (
-        vgg11_bn,
-        vgg13_bn,
-        vgg16_bn,
-        vgg19_bn,
-        resnet18,
-        resnet34,
-        resnet50,
-        resnet101,
-        resnet152,
-        resnet20,
-        resnet32,
-        resnet44,
-        resnet56,
-        resnet110,
-        mobilenet_v2,
-        imagenet_resnet18,
-        imagenet_resnet34,
-        imagenet_resnet50,
-        imagenet_resnet101,
-        imagenet_resnet152,
-        imagenet_vgg11_bn,
-        imagenet_vgg13_bn,
-        imagenet_vgg16_bn,
-        imagenet_vgg19_bn,
-    )
-}
 
 
 class UnknownModelError(KeyError, ValueError):

@@ -15,7 +15,7 @@ Every function returns a :class:`matplotlib.figure.Figure` and never saves it: c
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import matplotlib
 
@@ -84,52 +84,47 @@ def plot_class_layer_heatmap(
     Returns:
         The figure.
     """
+    title = title or f"{cbar_label} per class and layer (▼: first layer ≥ {threshold:g})"
+    rows = _Rows(class_labels, "class", "v", "viridis", 3.0)
     return _row_layer_heatmap(
-        np.asarray(values, dtype=float),
-        layer_names=layer_names,
-        row_labels=class_labels,
-        row_name="class",
-        first=first,
-        marker="v",
-        cmap="viridis",
-        vmin=vmin,
-        vmax=vmax,
-        threshold=threshold,
-        cbar_label=cbar_label,
-        title=title or f"{cbar_label} per class and layer (▼: first layer ≥ {threshold:g})",
-        min_height=3.0,
-    )
+        np.asarray(values, dtype=float), layer_names, rows, first, (vmin, vmax), threshold,
+        cbar_label, title,
+    )  # fmt: skip
+
+
+class _Rows(NamedTuple):
+    """What the rows of a row × layer heatmap are and how they are drawn."""
+
+    labels: Sequence[str]
+    name: str
+    marker: str
+    cmap: str
+    min_height: float
 
 
 def _row_layer_heatmap(
     array: np.ndarray,
-    *,
     layer_names: Sequence[str],
-    row_labels: Sequence[str],
-    row_name: str,
+    rows: _Rows,
     first: Sequence[int],
-    marker: str,
-    cmap: str,
-    vmin: float,
-    vmax: float,
+    value_range: tuple[float, float],
     threshold: float,
     cbar_label: str,
     title: str,
-    min_height: float,
 ) -> Figure:
     """(R, L) row × layer heatmap, each row's first crossing marked, the level in the bar."""
-    rows, n = array.shape
+    num_rows, n = array.shape
     fig, ax = plt.subplots(
-        figsize=(max(5.5, 0.35 * n + 3.5), max(min_height, 0.3 * rows + 1.8)), dpi=DPI
+        figsize=(max(5.5, 0.35 * n + 3.5), max(rows.min_height, 0.3 * num_rows + 1.8)), dpi=DPI
     )
-    image = imshow_masked(ax, array, cmap, vmin, vmax)
-    _mark_crossings(ax, first, n, marker)
+    image = imshow_masked(ax, array, rows.cmap, *value_range)
+    _mark_crossings(ax, first, n, rows.marker)
     _layer_axis(ax, layer_names)
     ax.set_xlim(-0.5, n + 0.6)
-    ax.set_yticks(np.arange(rows))
-    ax.set_yticklabels(list(row_labels), fontsize=7)
+    ax.set_yticks(np.arange(num_rows))
+    ax.set_yticklabels(list(rows.labels), fontsize=7)
     ax.set_xlabel("layer")
-    ax.set_ylabel(row_name)
+    ax.set_ylabel(rows.name)
     bar = fig.colorbar(image, ax=ax, label=cbar_label)
     bar.ax.axhline(threshold, color="white", linewidth=2)
     ax.set_title(title)
@@ -209,21 +204,17 @@ def plot_pair_separation(
     """
     array = np.asarray(values, dtype=float)
     p, n = array.shape if array.ndim == 2 else (0, len(layer_names))
+    vmax = max(1.0, float(np.nanmax(array)) if array.size else 1.0)
+    title = title or f"when do they come apart (▲: first layer with entanglement ≤ {threshold:g})"
     fig = _row_layer_heatmap(
         array.reshape(p, n),
-        layer_names=layer_names,
-        row_labels=pair_labels,
-        row_name="class pair",
-        first=first,
-        marker="^",
-        cmap="magma",
-        vmin=0.0,
-        vmax=max(1.0, float(np.nanmax(array)) if array.size else 1.0),
-        threshold=threshold,
-        cbar_label="pair entanglement (1 = random mixing)",
-        title=title
-        or f"when do they come apart (▲: first layer with entanglement ≤ {threshold:g})",
-        min_height=2.8,
+        layer_names,
+        _Rows(pair_labels, "class pair", "^", "magma", 2.8),
+        first,
+        (0.0, vmax),
+        threshold,
+        "pair entanglement (1 = random mixing)",
+        title,
     )
     return fig
 
