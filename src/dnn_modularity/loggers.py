@@ -29,10 +29,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from omegaconf import DictConfig, OmegaConf
+from PIL import Image
 
 from dnn_modularity.records import read_csv_rows, write_csv_rows
 from dnn_modularity.rundir import is_rank_zero
@@ -305,6 +307,7 @@ def make_wandb_logger(
 def _finish_quietly() -> None:
     """Close a half-started W&B run, ignoring errors (it failed already)."""
     try:
+        # local: wandb is optional and slow to import; only W&B runs need it
         import wandb
 
         if wandb.run is not None:
@@ -325,6 +328,7 @@ def finish_wandb(loggers: Sequence[Any]) -> None:
     if not any(isinstance(lg, WandbLogger) for lg in loggers):
         return
     try:
+        # local: wandb is optional and slow to import; only W&B runs need it
         import wandb
 
         if wandb.run is not None:
@@ -363,8 +367,6 @@ def log_artifacts(
     """
     if not loggers:
         return
-    import numpy as np
-    from PIL import Image
 
     metrics = {k: float(v) for k, v in (metrics or {}).items() if v is not None}
     for logger in loggers:
@@ -372,6 +374,7 @@ def log_artifacts(
         if metrics:
             logger.log_metrics(metrics, step=step)
         if kind == "WandbLogger":
+            # local: wandb is optional and slow to import; only W&B runs need it
             import wandb
 
             for name, png in (pngs or {}).items():

@@ -239,7 +239,10 @@ def _tight_bbox(fig: Any) -> Any:
     second full rendering per file. Measured once here with a bare Agg renderer (text extents
     only, no drawing) and passed to every ``savefig``.
     """
+    # local: matplotlib only for figures; the other writers stay light
     import matplotlib
+
+    # local: matplotlib only for figures; the other writers stay light
     from matplotlib.backends.backend_agg import RendererAgg
 
     if fig.get_layout_engine() is not None:

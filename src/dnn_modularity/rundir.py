@@ -30,8 +30,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from dnn_modularity.records import atomic_write_text
 
 __all__ = [
     "CLAIM_FILE",
@@ -75,6 +78,7 @@ def is_rank_zero() -> bool:
     `JSM_NAMESPACE_RANK`), so it works before any Trainer exists (DDP children have
     `LOCAL_RANK` > 0 from their start).
     """
+    # local: Lightning is slow to import; rundir is read by Hydra callbacks before any Trainer
     from lightning.pytorch.utilities import rank_zero_only
 
     return getattr(rank_zero_only, "rank", 0) == 0
@@ -200,8 +204,6 @@ def claim_run_dir(
                 "start this one in another folder"
             ) from None
     if config_text is not None:
-        from dnn_modularity.records import atomic_write_text
-
         atomic_write_text(claim_file, config_text)
     return folder
 
@@ -236,7 +238,6 @@ class RunDirGuard(Callback):
         """Refuse or clear a used `hydra.run.dir` (see `claim_run_dir`)."""
         if OmegaConf.select(config, self.run_dir_key) or not is_rank_zero():
             return
-        from hydra.core.hydra_config import HydraConfig
 
         try:
             # `${hydra:...}` interpolations in the folder name need the Hydra config.

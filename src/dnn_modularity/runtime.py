@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from dnn_modularity import config_dir
+from dnn_modularity.console import silence_known_noise
 from dnn_modularity.rundir import claim_run_dir, is_rank_zero, run_stamp
 
 __all__ = [
@@ -68,9 +72,6 @@ def instantiate(node: Any, **kwargs: Any) -> Any:
     Returns:
         The instantiated object.
     """
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate as hydra_instantiate
-
     try:
         return hydra_instantiate(node, **kwargs)
     except InstantiationException as err:
@@ -124,8 +125,6 @@ def instantiate_group(
 # --- run folder ------------------------------------------------------------------------------
 def hydra_config() -> Any | None:
     """`HydraConfig.get()` when running under `@hydra.main` (or a compose with it), else None."""
-    from hydra.core.hydra_config import HydraConfig
-
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
@@ -281,8 +280,6 @@ def configure_torch(cfg: DictConfig) -> None:
     Args:
         cfg: The composed config.
     """
-    import torch
-
     if cfg.get("num_threads"):
         # Small CPU models on a shared machine: more threads than free cores makes torch's
         # OpenMP threads spin against each other (measured: 10x slower epochs).
@@ -340,8 +337,6 @@ def build_trainer(
     Returns:
         A `lightning.pytorch.Trainer`.
     """
-    from dnn_modularity.console import silence_known_noise
-
     silence_known_noise()  # Lightning's litlogger tip (emitted in Trainer.__init__) and more
     return instantiate(
         node,
@@ -373,6 +368,7 @@ def build_classifier(
     Returns:
         The (freshly initialised) `ImageClassifier`.
     """
+    # local: the classifier imports Lightning and the model zoo; config plumbing stays light
     from dnn_modularity.models.classifier import ImageClassifier, data_identity
 
     module = ImageClassifier(

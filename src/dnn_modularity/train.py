@@ -17,9 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import lightning.pytorch as L
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from dnn_modularity.callbacks import ModularityMonitor
+from dnn_modularity.callbacks.progress import EpochProgress
+from dnn_modularity.checkpoints import load_checkpoint
+from dnn_modularity.data.probe import check_probe_size
 from dnn_modularity.loggers import (
+    RunCSVLogger,
     build_loggers,
     default_run_name,
     finish_wandb,
@@ -27,6 +34,7 @@ from dnn_modularity.loggers import (
     make_wandb_logger,
     resolve_wandb_mode,
 )
+from dnn_modularity.models import UnknownModelError, check_model_name
 from dnn_modularity.records import write_json
 from dnn_modularity.runtime import (
     CONF_DIR,
@@ -91,15 +99,11 @@ def check_config(cfg: DictConfig, hydra_cfg: Any | None = None) -> None:
         ValueError: Describing the problem and what to do instead (an unknown model name raises
             the model registry's error, a `KeyError` and `ValueError`, listing the valid names).
     """
-    from dnn_modularity.models import UnknownModelError, check_model_name
-
     try:
         check_model_name(cfg.model.get("name"))
     except UnknownModelError as err:
         raise UnknownModelError(f"{err} (model.name)") from None
     if hydra_cfg is not None:
-        from hydra.types import RunMode
-
         launcher = str(hydra_cfg.launcher.get("_target_", ""))
         if (
             hydra_cfg.mode == RunMode.MULTIRUN
@@ -144,14 +148,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         OutputsMissingError: After training, when a checkpoint or record the run reports was
             not written (e.g. an unwritable `checkpoints/`); no `results.json` is written then.
     """
-    import lightning.pytorch as L
-
-    from dnn_modularity.callbacks import ModularityMonitor
-    from dnn_modularity.callbacks.progress import EpochProgress
-    from dnn_modularity.checkpoints import load_checkpoint
-    from dnn_modularity.data.probe import check_probe_size
-    from dnn_modularity.loggers import RunCSVLogger
-
     hydra_cfg = hydra_config()
     check_config(cfg, hydra_cfg)
     resume = load_checkpoint(str(cfg.ckpt_path)) if cfg.get("ckpt_path") else None

@@ -87,3 +87,14 @@ def pairwise_sim(features: torch.Tensor, metric: str) -> np.ndarray:
     rows = torch.arange(n).repeat_interleave(n)
     cols = torch.arange(n).repeat(n)
     return pair_similarities(x, x, rows, cols).view(n, n).numpy()
+
+
+def to_networkx(graph: Graph) -> nx.Graph:
+    """A ``networkx.Graph`` with nodes 0..N-1 and a ``weight`` attribute per edge (the engine
+    imports only torch, so the networkx view of its graphs lives with the reference code)."""
+    out = nx.Graph()
+    out.add_nodes_from(range(graph.num_nodes))
+    out.add_weighted_edges_from(
+        zip(graph.src.tolist(), graph.dst.tolist(), graph.weight.tolist(), strict=True)
+    )
+    return out

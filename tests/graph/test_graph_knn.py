@@ -23,6 +23,7 @@ from graph_reference import (
     official_modularity,
     pairwise_sim,
     strip_sim,
+    to_networkx,
 )
 
 from dnn_modularity.graph import Graph, knn_graph, knn_modularity, normalize_features, similarity
@@ -261,7 +262,7 @@ def test_graph_to_networkx_and_degrees():
     graph = Graph(
         4, torch.tensor([0, 1]), torch.tensor([1, 3]), torch.tensor([0.5, 2.0], dtype=torch.float64)
     )
-    g = graph.to_networkx()
+    g = to_networkx(graph)
     assert g.number_of_nodes() == 4 and g.number_of_edges() == 2
     assert g[1][3]["weight"] == 2.0
     assert graph.degrees().tolist() == [0.5, 2.5, 0.0, 2.0]

@@ -9,6 +9,7 @@ import networkx as nx
 import numpy as np
 import pytest
 import torch
+from graph_reference import to_networkx
 
 from dnn_modularity.graph import (
     ClassSeparation,
@@ -38,7 +39,7 @@ def planted_features(
 
 def nx_modularity(graph: Graph, labels: np.ndarray) -> float:
     communities = [set(np.flatnonzero(labels == c).tolist()) for c in np.unique(labels)]
-    return nx.community.modularity(graph.to_networkx(), communities, weight="weight")
+    return nx.community.modularity(to_networkx(graph), communities, weight="weight")
 
 
 def ig_modularity(graph: Graph, labels: np.ndarray) -> float:
@@ -124,7 +125,7 @@ def test_resolution_matches_networkx(resolution):
     graph = knn_graph(feats, k=5)
     lab = labels.numpy()
     communities = [set(np.flatnonzero(lab == c).tolist()) for c in np.unique(lab)]
-    expected = nx.community.modularity(graph.to_networkx(), communities, resolution=resolution)
+    expected = nx.community.modularity(to_networkx(graph), communities, resolution=resolution)
     assert modularity(graph, labels, resolution=resolution) == pytest.approx(expected, abs=1e-12)
 
 

@@ -222,6 +222,7 @@ def adversarial_analysis(
             pool_images, pool_labels = images, labels
             limit = attack.get(MAX_IMAGES)
             if limit is not None and int(limit) < len(labels):
+                # local: data.probe imports the Lightning data modules
                 from dnn_modularity.data.probe import sample_probe_indices
 
                 subset = sample_probe_indices(labels, int(limit), seed=seed)
@@ -348,8 +349,10 @@ def adversarial_analysis(
 
 def run(cfg: Any) -> dict[str, Any]:
     """Hydra-facing entry: ``python -m dnn_modularity.analyze analysis=adversarial``."""
+    # local: OmegaConf (Hydra) only for run(cfg)
     from omegaconf import OmegaConf
 
+    # local: Hydra and Lightning (the config side) load only for run(cfg)
     from dnn_modularity.analysis.context import finish, load_context, probe_sets
 
     ctx = load_context(cfg)

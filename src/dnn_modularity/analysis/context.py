@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
 from dnn_modularity.analysis.measure import AnalysisOutput, resolve_device, save_output
 from dnn_modularity.analysis.settings import AnalysisSettings
+from dnn_modularity.data.probe import ProbeSet, check_probe_size
 from dnn_modularity.loggers import build_loggers, log_artifacts
+from dnn_modularity.models import Normalized, build_model
 from dnn_modularity.models.classifier import check_model_fits_data, load_classifier
 from dnn_modularity.records import atomic_write_text
 from dnn_modularity.runtime import claim_config_run_dir, hydra_config, instantiate, resolve_run_dir
@@ -100,8 +103,6 @@ def load_model(ckpt_path: str, device: torch.device | str = "cpu") -> nn.Module:
     Raises:
         FileNotFoundError: No such file.
     """
-    from dnn_modularity.models.classifier import load_classifier
-
     classifier = load_classifier(ckpt_path, map_location=torch.device(device))
     return classifier.model.eval()
 
@@ -134,10 +135,6 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
             model, trained_on = classifier.model.eval(), classifier.hparams.get("data")
             where = f"checkpoint {cfg.ckpt_path}"
         elif cfg.get("model"):
-            from omegaconf import OmegaConf
-
-            from dnn_modularity.models import Normalized, build_model
-
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(cfg.seed))
                 net = build_model(**OmegaConf.to_container(cfg.model, resolve=True))
@@ -197,8 +194,6 @@ def probe_sets(
     Raises:
         ValueError: A probe size the curve cannot use (``check_probe_size``: N <= classes).
     """
-    from dnn_modularity.data.probe import ProbeSet, check_probe_size
-
     probe = ctx.cfg.probe
     n = int(probe.n) if n is None else int(n)
     check_probe_size(
@@ -228,8 +223,6 @@ def finish(ctx: Context, output: AnalysisOutput) -> dict[str, Any]:
         ``{"analysis", "out_dir", "records", "figures", "files", "metrics", "seconds"}`` plus
         ``attacks`` for the adversarial analysis.
     """
-    from omegaconf import OmegaConf
-
     output.meta.setdefault("model", ctx.model_name)
     output.meta.setdefault("data", getattr(ctx.datamodule, "name", None))
     output.meta.setdefault("ckpt_path", ctx.cfg.get("ckpt_path"))

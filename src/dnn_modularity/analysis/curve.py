@@ -35,6 +35,7 @@ from dnn_modularity.analysis.settings import AnalysisSettings
 from dnn_modularity.plots.curves import CurveSeries, plot_curve_series
 from dnn_modularity.progress import track
 from dnn_modularity.records import metric_key
+from dnn_modularity.reference import matching_authors_curve
 
 __all__ = ["VARIANTS", "as_probe", "curve_analysis", "rise", "run"]
 
@@ -204,8 +205,6 @@ def curve_analysis(
 
 def _authors_reference(model: str | None, data: str | None) -> tuple[str, list[float]] | None:
     """The authors' published curve when the run matches it (ResNet-56 on CIFAR-10/100)."""
-    from dnn_modularity.reference import matching_authors_curve
-
     ref = matching_authors_curve(model, data)
     return None if ref is None else (ref.label, list(ref.values))
 
@@ -219,7 +218,10 @@ def run(cfg: Any) -> dict[str, Any]:
     Returns:
         The run summary of :func:`dnn_modularity.analysis.context.finish`.
     """
+    # local: Hydra and Lightning (the config side) load only for run(cfg)
     from dnn_modularity.analysis.context import finish, load_context, probe_sets
+
+    # local: data.probe imports the Lightning data modules
     from dnn_modularity.data.probe import ProbeSizeError
 
     ctx = load_context(cfg)

@@ -469,6 +469,7 @@ def run(cfg: Any) -> dict[str, Any]:
     Returns:
         The run summary of :func:`dnn_modularity.analysis.context.finish`.
     """
+    # local: Hydra and Lightning (the config side) load only for run(cfg)
     from dnn_modularity.analysis.context import finish, load_context, probe_sets
 
     a = cfg.analysis

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from dnn_modularity.analysis.measure import AnalysisOutput, layer_features
 from dnn_modularity.analysis.settings import AnalysisSettings
+from dnn_modularity.graph import cka_matrix, knn_modularity, modularity_difference
 from dnn_modularity.plots.analysis import plot_difference_vs_cka
 from dnn_modularity.records import metric_key
 
@@ -23,6 +24,7 @@ __all__ = ["difference_analysis", "run"]
 
 
 def _correlations(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    # local: scipy is slow to import and only needed here
     from scipy import stats
 
     iu = np.triu_indices(a.shape[0], k=1)
@@ -64,8 +66,6 @@ def difference_analysis(
         layer), ``abs_delta_modularity`` and ``linear_cka`` (per pair: ``layer_index`` i,
         ``layer_j_index`` j); figure ``difference``; correlations in ``meta``.
     """
-    from dnn_modularity.graph import cka_matrix, knn_modularity, modularity_difference
-
     labels = labels.long().cpu()
     names: list[str] = []
     indices: list[int] = []
@@ -144,6 +144,7 @@ def difference_analysis(
 
 def run(cfg: Any) -> dict[str, Any]:
     """Hydra-facing entry: ``python -m dnn_modularity.analyze analysis=difference``."""
+    # local: Hydra and Lightning (the config side) load only for run(cfg)
     from dnn_modularity.analysis.context import finish, load_context, probe_sets
 
     ctx = load_context(cfg)

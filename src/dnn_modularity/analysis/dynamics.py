@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from dnn_modularity.analysis.measure import AnalysisOutput, layer_modularity
 from dnn_modularity.analysis.settings import AnalysisSettings
+from dnn_modularity.checkpoints import checkpoint_epochs_done, load_checkpoint
 from dnn_modularity.models.unwrap import module_device
 from dnn_modularity.plots.analysis import plot_dynamics
 from dnn_modularity.progress import track
@@ -276,7 +277,6 @@ def checkpoint_epoch(path: str | Path) -> int:
     from_name = _epoch_from_name(Path(path).name)
     if from_name is not None:
         return from_name
-    from dnn_modularity.checkpoints import checkpoint_epochs_done, load_checkpoint
 
     # weights_only=True: a shared checkpoint must not run code when we read its epoch.
     epochs = checkpoint_epochs_done(load_checkpoint(path, need_model=False))
@@ -355,6 +355,7 @@ def run(cfg: Any) -> dict[str, Any]:
     ``analysis.source=history`` reads ``<run_dir>/modularity.csv`` and ``metrics.csv``;
     ``analysis.source=checkpoints`` loads every ``<run_dir>/checkpoints/*.ckpt`` with an epoch.
     """
+    # local: Hydra and Lightning (the config side) load only for run(cfg)
     from dnn_modularity.analysis.context import finish, load_context, load_model, probe_sets
 
     a = cfg.analysis

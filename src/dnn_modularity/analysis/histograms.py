@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from dnn_modularity.analysis.measure import AnalysisOutput, layer_features
 from dnn_modularity.analysis.settings import AnalysisSettings
+from dnn_modularity.graph import similarity_histogram
 from dnn_modularity.plots.analysis import plot_similarity_histograms
 from dnn_modularity.records import layer_key
 
@@ -56,8 +57,6 @@ def histogram_analysis(
         ``similarity_mode/layer_07`` (centre of the fullest bin) and
         ``similarity_low_share/layer_07`` (share of pairs below the middle of the range).
     """
-    from dnn_modularity.graph import similarity_histogram
-
     metric = settings.metric
     base = {
         "analysis": "histograms",
@@ -156,6 +155,7 @@ def run(cfg: Any) -> dict[str, Any]:
 
     ``analysis.n: null`` (default) uses the whole test split, in order (paper 2).
     """
+    # local: Hydra and Lightning (the config side) load only for run(cfg)
     from dnn_modularity.analysis.context import finish, load_context, probe_sets
 
     ctx = load_context(cfg)

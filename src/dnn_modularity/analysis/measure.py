@@ -31,7 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from dnn_modularity.analysis.settings import AnalysisSettings
+from dnn_modularity.graph import knn_graph, modularity
+from dnn_modularity.models import Normalized, build_model
 from dnn_modularity.models.unwrap import module_device
+from dnn_modularity.progress import Progress, track
 from dnn_modularity.records import (
     ROW_COLUMNS,
     atomic_save_figure,
@@ -39,6 +42,7 @@ from dnn_modularity.records import (
     write_csv_rows,
     write_json,
 )
+from dnn_modularity.taps import iter_layer_features, resolve_taps
 
 __all__ = [
     "AnalysisOutput",
@@ -91,8 +95,6 @@ def random_init_like(model: nn.Module, seed: int) -> nn.Module:
     Returns:
         A new module on the same device, in eval mode.
     """
-    from dnn_modularity.models import Normalized, build_model
-
     inner = model.net if isinstance(model, Normalized) else model
     config = dict(inner.arch_config())
     with torch.random.fork_rng(devices=[]):
@@ -118,6 +120,7 @@ def interval95(values: Sequence[float]) -> tuple[float, float, float, float]:
     mean = float(x.mean())
     if x.size == 1:
         return mean, 0.0, mean, mean
+    # local: scipy is slow to import and only needed for intervals
     from scipy import stats
 
     std = float(x.std(ddof=1))
@@ -163,9 +166,6 @@ def layer_features(
         quiet: Log only a pass that outlasts the progress interval (True) or always start,
             progress and end lines (False).
     """
-    from dnn_modularity.progress import track
-    from dnn_modularity.taps import iter_layer_features, resolve_taps
-
     model.eval()
     batches = image_batches(images, settings.batch_size, module_device(model))
     yield from track(
@@ -200,8 +200,6 @@ def layer_modularity(
     Returns:
         The :class:`LayerCurve`.
     """
-    from dnn_modularity.graph import knn_graph, modularity
-
     for name, labels in label_sets.items():
         if len(labels) != len(images):
             raise ValueError(
@@ -322,10 +320,11 @@ def save_output(
     Returns:
         ``{"records": [paths], "figures": {name: [png, pdf]}, "files": [paths]}``.
     """
+    # local: matplotlib loads only when figures are written
     import matplotlib.pyplot as plt
 
+    # local: plots import matplotlib, needed only when figures are written
     from dnn_modularity.plots.curves import DPI
-    from dnn_modularity.progress import Progress
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

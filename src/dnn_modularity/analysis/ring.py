@@ -23,6 +23,13 @@ from torch import Tensor, nn
 
 from dnn_modularity.analysis.measure import AnalysisOutput, layer_features
 from dnn_modularity.analysis.settings import AnalysisSettings
+from dnn_modularity.graph import (
+    class_separation,
+    knn_modularity,
+    modularity,
+    resolve_num_edges,
+    top_edges_graph,
+)
 from dnn_modularity.plots.analysis import plot_m_vs_q
 from dnn_modularity.plots.ring import RingLayer, plot_ring_grid, ring_gif_bytes
 from dnn_modularity.records import metric_key
@@ -72,14 +79,6 @@ def ring_analysis(
         figures ``ring_grid`` and ``m_vs_q``, file ``figures/ring.gif``, metric keys
         ``M/layer_07``, ``Q_top_edges/layer_07``, ``modularity/layer_07``.
     """
-    from dnn_modularity.graph import (
-        class_separation,
-        knn_modularity,
-        modularity,
-        resolve_num_edges,
-        top_edges_graph,
-    )
-
     labels = labels.long().cpu()
     budget = resolve_num_edges(len(labels), num_edges)
     num_edges = budget.num_edges
@@ -198,6 +197,7 @@ def ring_analysis(
 
 def run(cfg: Any) -> dict[str, Any]:
     """Hydra-facing entry: ``python -m dnn_modularity.analyze analysis=ring``."""
+    # local: Hydra and Lightning (the config side) load only for run(cfg)
     from dnn_modularity.analysis.context import finish, load_context, probe_sets
 
     ctx = load_context(cfg)

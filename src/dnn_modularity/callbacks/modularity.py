@@ -16,19 +16,18 @@ DDP: every rank forwards its shard `r::world` of the probe set; the torchmetrics
 the shards with their probe positions, restore the order and drop duplicates, so every rank
 computes exactly the single-process value (same weights -> same curve), and rank 0 writes.
 
-Over 500 lines: one Lightning callback and its state (resume checks, DDP gathering, records,
-figures); kept whole while a monitor option lands in it, a split of its figure and resume code is
-the next step.
+The callback is thin: it schedules, writes rows and logs; the measurement
+(:mod:`~dnn_modularity.callbacks.monitor_measure`), the checkpoint state and resume checks
+(:mod:`~dnn_modularity.callbacks.monitor_resume`) and the figures
+(:mod:`~dnn_modularity.callbacks.monitor_figures`) are its parts, one module each.
 """
 
 from __future__ import annotations
 
-import ast
 import logging
-import math
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,24 +35,21 @@ import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
-from torch import Tensor, nn
 
 from dnn_modularity.callbacks.monitor_diagnostics import CSV_NAME as DIAGNOSTICS_CSV
 from dnn_modularity.callbacks.monitor_diagnostics import DEFAULT_DIAGNOSTICS, MonitorDiagnostics
+from dnn_modularity.callbacks.monitor_figures import MonitorFigures, rows_to_matrix
+from dnn_modularity.callbacks.monitor_measure import FEATURE_MODES, ProbeMeasurement
+from dnn_modularity.callbacks.monitor_resume import RESUME_CHANGES, RESUME_SETTINGS, MonitorResume
 from dnn_modularity.data.probe import STRATEGIES, ProbeSet, check_probe_size
 from dnn_modularity.graph import METRICS, resolve_num_edges
-from dnn_modularity.loggers import log_pngs_and_table
 from dnn_modularity.metrics import ClassSeparationModularity, KNNModularity
-from dnn_modularity.models.unwrap import eval_mode
-from dnn_modularity.progress import track
 from dnn_modularity.records import (
     CSV_COLUMNS,
     append_csv_rows,
-    atomic_save_figure,
     layer_key,
     write_csv_rows,
 )
-from dnn_modularity.taps import LayerTaps, feature_dims, iter_layer_features, resolve_taps
 
 __all__ = [
     "FEATURE_MODES",
@@ -66,40 +62,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-#: How features are collected:
-#: - "per_layer": one layer's (N, D_l) features in memory at a time (`iter_layer_features`, which
-#:   stops each pass after the tapped module: ~L/2 full forward passes for L layers);
-#: - "all_layers": one forward pass holding every layer's features (`LayerTaps`);
-#: - "auto": consecutive layers grouped so that each group's features fit in `feature_memory_mb`
-#:   (a layer larger than the budget forms its own group), one forward pass per group; falls back
-#:   to "per_layer" when that would need more passes. Memory is bounded by
-#:   max(budget, one layer); small models on CIFAR-size probes need a single pass.
-FEATURE_MODES = ("auto", "per_layer", "all_layers")
-
-
-#: The monitor settings a resumed run must share with its checkpoint (its history's rows were
-#: measured with them), and the config keys that set them (for messages).
-RESUME_SETTINGS = {
-    "n": "probe.n",
-    "k": "graph.k",
-    "metric": "graph.metric",
-    "taps": "probe.taps",
-    "seed": "probe.seed",
-    "strategy": "probe.strategy",
-    "repeats": "probe.repeats",
-    "disjoint": "probe.disjoint",
-    "compute_M": "graph.compute_M",
-    "num_edges": "graph.num_edges",
-}
-
-#: What a resume whose monitor settings differ from the checkpoint's does: "error" (refuse,
-#: naming the differing keys) or "new_record" (keep the old record file untouched and write the
-#: new measurements into `<csv stem>_resumed_epoch<E>.csv` beside it).
-RESUME_CHANGES = ("error", "new_record")
-
-_STATE_PREFIX = "ModularityMonitor{"
-
-
 def _arch_name(pl_module: Any) -> str | None:
     """The architecture name of a classifier (``net.arch_config()["name"]``), or None."""
     net = getattr(pl_module, "net", pl_module)
@@ -109,59 +71,7 @@ def _arch_name(pl_module: Any) -> str | None:
         return None
 
 
-def rows_to_matrix(
-    rows: Sequence[Mapping[str, Any]], value: str = "modularity"
-) -> tuple[list[int], list[str], Tensor]:
-    """Arrange monitor rows into an (epochs x layers) matrix, averaging over repeats.
-
-    Args:
-        rows: Row dicts with at least `epoch`, `layer_index`, `layer` and `value` (CSV strings ok).
-        value: Column to arrange ("modularity" or "M").
-
-    Returns:
-        epochs: Sorted epochs (E,).
-        layers: Layer names in layer-index order (L,).
-        matrix: (E, L) float64, NaN where a value is missing.
-    """
-    cells: dict[tuple[int, int], list[float]] = {}
-    names: dict[int, str] = {}
-    for row in rows:
-        raw = row.get(value)
-        if raw is None or raw == "":
-            continue
-        epoch, index = int(row["epoch"]), int(row["layer_index"])
-        names[index] = str(row["layer"])
-        cells.setdefault((epoch, index), []).append(float(raw))
-    epochs = sorted({e for e, _ in cells})
-    indices = sorted(names)
-    matrix = torch.full((len(epochs), len(indices)), float("nan"), dtype=torch.float64)
-    for (epoch, index), vals in cells.items():
-        matrix[epochs.index(epoch), indices.index(index)] = sum(vals) / len(vals)
-    return epochs, [names[i] for i in indices], matrix
-
-
-def _override(value: Any) -> str:
-    """A value as a Hydra command-line override (lists as `[a,b]`)."""
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(str(v) for v in value) + "]"
-    return str(value).lower() if isinstance(value, bool) else str(value)
-
-
-class _Batches:
-    """Re-iterable batches of a (shard of a) probe set, moved to `device` on the fly."""
-
-    def __init__(self, images: Tensor, batch_size: int, device: torch.device) -> None:
-        self.images, self.batch_size, self.device = images, batch_size, device
-
-    def __iter__(self) -> Iterator[Tensor]:
-        for start in range(0, self.images.shape[0], self.batch_size):
-            yield self.images[start : start + self.batch_size].to(self.device, non_blocking=True)
-
-    def __len__(self) -> int:
-        return math.ceil(self.images.shape[0] / self.batch_size)
-
-
-class ModularityMonitor(Callback):
+class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callback):
     """Per-epoch, per-layer k-NN modularity (and optionally paper 2's M) of a fixed probe set.
 
     Args:
@@ -287,161 +197,7 @@ class ModularityMonitor(Callback):
         self.data_name: str | None = None
 
     # --- identity / state ----------------------------------------------------------------------
-    @property
-    def state_key(self) -> str:
-        """Distinct per configuration, so several monitors can live in one checkpoint."""
-        return self._generate_state_key(
-            n=self.n, k=self.k, metric=self.metric, taps=str(self.taps), prefix=self.log_prefix
-        )
-
-    def settings(self) -> dict[str, Any]:
-        """The settings every row of the history was measured with (`RESUME_SETTINGS` keys)."""
-        return {
-            "n": self.n,
-            "k": self.k,
-            "metric": self.metric,
-            "taps": self.taps if isinstance(self.taps, str) else list(self.taps),
-            "seed": self.seed,
-            "strategy": self.strategy,
-            "repeats": self.repeats,
-            "disjoint": self.disjoint,
-            "compute_M": self.compute_M,
-            "num_edges": self.num_edges,
-        }
-
-    def state_dict(self) -> dict[str, Any]:
-        """The measured rows, timings and settings: a resumed run continues the same history."""
-        return {
-            "history": [dict(r) for r in self.history],
-            "timings": list(self.timings),
-            "epoch_seconds": list(self.epoch_seconds),
-            "settings": self.settings(),
-        }
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the history saved in a checkpoint (not when starting a new record file)."""
-        if self._figure_tag:
-            return
-        self.history = [dict(r) for r in state_dict.get("history", [])]
-        self.timings = list(state_dict.get("timings", []))
-        self.epoch_seconds = list(state_dict.get("epoch_seconds", []))
-
     # --- resume --------------------------------------------------------------------------------
-    def _checkpoint_state(self, checkpoint: Mapping[str, Any]) -> dict[str, Any] | None:
-        """This monitor's state in a checkpoint: same key, else a monitor with the same prefix."""
-        states = checkpoint.get("callbacks") or {}
-        if self.state_key in states:
-            return {"key": self._state_fields(self.state_key), **states[self.state_key]}
-        for key, state in states.items():
-            fields = self._state_fields(key) if isinstance(key, str) else None
-            if fields is not None and fields.get("prefix", "") == self.log_prefix:
-                return {"key": fields, **state}
-        return None
-
-    @staticmethod
-    def _state_fields(key: str) -> dict[str, Any] | None:
-        """`ModularityMonitor{'n': 100, ...}` (Lightning's state key) -> its fields."""
-        if not key.startswith(_STATE_PREFIX):
-            return None
-        try:
-            fields = ast.literal_eval(key[len(_STATE_PREFIX) - 1 :])
-        except (ValueError, SyntaxError):
-            return None
-        return fields if isinstance(fields, dict) else None
-
-    def resume_differences(self, checkpoint: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-        """Settings in which this monitor differs from the checkpoint's monitor.
-
-        Checkpoints written before the settings were stored are compared on what their state
-        key and rows record (N, k, metric, taps, seed).
-
-        Args:
-            checkpoint: A loaded checkpoint dict.
-
-        Returns:
-            `{setting: (checkpoint's value, this monitor's value)}`; empty when they agree or the
-            checkpoint holds no modularity monitor.
-        """
-        state = self._checkpoint_state(checkpoint)
-        if state is None:
-            return {}
-        mine = self.settings()
-        theirs = dict(state.get("settings") or {})
-        if not theirs:  # an older checkpoint: what its state key and rows say
-            key = state["key"] or {}
-            theirs = {name: key[name] for name in ("n", "k", "metric") if name in key}
-            if "taps" in key:
-                theirs["taps"] = key["taps"]
-                mine["taps"] = str(self.taps)
-            rows = state.get("history") or []
-            if rows and "seed" in rows[0]:
-                theirs["seed"] = rows[0]["seed"]
-        if not (theirs.get("compute_M") or mine["compute_M"]):
-            theirs.pop("num_edges", None)  # |E| only matters for M
-        return {
-            name: (theirs[name], mine[name])
-            for name in RESUME_SETTINGS
-            if name in theirs and theirs[name] != mine[name]
-        }
-
-    def check_resume(self, checkpoint: Mapping[str, Any], ckpt_path: Any = None) -> bool:
-        """Refuse (or, with `on_resume_change="new_record"`, allow) resuming from `checkpoint`.
-
-        Args:
-            checkpoint: A loaded checkpoint dict.
-            ckpt_path: Its path, for the message.
-
-        Returns:
-            True when the settings differ and the run continues into a new record file.
-
-        Raises:
-            ValueError: The settings differ and `on_resume_change="error"`; names every
-                differing key with the checkpoint's and this run's value.
-        """
-        differences = self.resume_differences(checkpoint)
-        if not differences:
-            return False
-        if self.on_resume_change == "new_record":
-            return True
-        listed = ", ".join(
-            f"{RESUME_SETTINGS[name]}: checkpoint {old!r}, this run {new!r}"
-            for name, (old, new) in differences.items()
-        )
-        same = " ".join(
-            f"{RESUME_SETTINGS[name]}={_override(old)}" for name, (old, _) in differences.items()
-        )
-        where = f" {ckpt_path}" if ckpt_path is not None else ""
-        raise ValueError(
-            f"cannot resume from checkpoint{where}: its modularity monitor measured with other "
-            f"settings ({listed}), so the earlier rows of {self.csv_name} would be mixed with "
-            f"different measurements. Resume with the checkpoint's settings ({same}), or pass "
-            "callbacks.modularity.on_resume_change=new_record to keep the old record and "
-            "continue into a new file beside it"
-        )
-
-    def on_load_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        """Check the checkpoint's monitor settings; start a new record file if they differ."""
-        if not self.check_resume(checkpoint):
-            return
-        from dnn_modularity.checkpoints import checkpoint_epochs_done
-
-        epoch = checkpoint_epochs_done(checkpoint) or 0
-        stem = Path(self.csv_name).stem
-        base = f"{stem}_resumed_epoch{epoch:03d}"
-        name, counter = f"{base}.csv", 2
-        while (self._out_dir(trainer) / name).exists():
-            name, counter = f"{base}_{counter}.csv", counter + 1
-        self.csv_name = name
-        self._figure_tag = f"{Path(name).stem}_"
-        self.history, self.timings, self.epoch_seconds = [], [], []
-        rank_zero_info(
-            f"ModularityMonitor: the checkpoint was measured with other settings "
-            f"({self.resume_differences(checkpoint)}); new measurements go to {name}, the old "
-            f"record stays as it is"
-        )
-
     @property
     def tap_label(self) -> str:
         """The `tap` column: the tap mode/selector string, or "custom" for a list of names."""
@@ -546,144 +302,6 @@ class ModularityMonitor(Callback):
         return any(int(r["epoch"]) == epoch for r in self.history)
 
     # --- measurement ---------------------------------------------------------------------------
-    def _metrics(
-        self, device: torch.device
-    ) -> tuple[KNNModularity, ClassSeparationModularity | None]:
-        if self._knn is None:
-            self._knn = KNNModularity(k=self.k, metric=self.metric)
-            if self.compute_M:
-                self._sep = ClassSeparationModularity(num_edges=self.num_edges, metric=self.metric)
-        self._knn = self._knn.to(device)
-        if self._sep is not None:
-            self._sep = self._sep.to(device)
-        return self._knn, self._sep
-
-    def _plan(self, model: nn.Module, images: Tensor) -> None:
-        """Choose how to read features: `self._groups` = layer groups, or None for per_layer."""
-        if self.feature_mode == "per_layer":
-            self._groups, self.resolved_mode = None, "per_layer"
-            return
-        dims = list(feature_dims(model, tuple(images.shape[1:]), self.taps).values())
-        if self.feature_mode == "all_layers":
-            self._groups = [list(range(1, len(dims) + 1))]
-            self.resolved_mode = "all_layers"
-            return
-        dtype = self.feature_dtype or next(model.parameters()).dtype
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        budget = self.feature_memory_mb * 2**20
-        groups: list[list[int]] = []
-        used = 0.0
-        for index, dim in enumerate(dims, start=1):
-            size = images.shape[0] * dim * itemsize
-            if groups and used + size <= budget:
-                groups[-1].append(index)
-                used += size
-            else:
-                groups.append([index])
-                used = size
-        if len(groups) > math.ceil(len(dims) / 2):
-            # iter_layer_features' early-stopped passes cost ~L/2 full passes: cheaper here.
-            self._groups, self.resolved_mode = None, "per_layer"
-        else:
-            self._groups = groups
-            self.resolved_mode = "all_layers" if len(groups) == 1 else f"{len(groups)}_groups"
-
-    def _layer_features(
-        self, model: nn.Module, batches: _Batches
-    ) -> Iterator[tuple[int, str, Tensor]]:
-        """(1-based index, name, (n_local, D) features) per tap, in tap order."""
-        if self._groups is None:
-            for point, feats in iter_layer_features(
-                model, batches, self.taps, dtype=self.feature_dtype
-            ):
-                yield point.index, point.name, feats
-            return
-        for group in self._groups:
-            with LayerTaps(model, self.taps, layers=group, dtype=self.feature_dtype) as taps:
-                for batch in batches:
-                    model(batch)
-            features = taps.features
-            taps.clear()
-            for point in taps.points:
-                yield point.index, point.name, features.pop(point.name)
-            del features
-
-    def measure(
-        self, pl_module: L.LightningModule, rank: int = 0, world_size: int = 1
-    ) -> list[dict[str, Any]]:
-        """Compute one row per (repeat, layer) for the module's current weights.
-
-        Works outside a Trainer too (e.g. on a loaded checkpoint, after `setup_probes`). Runs in
-        eval mode under `no_grad` and restores the previous train/eval mode.
-
-        Args:
-            pl_module: The classifier (its `.model` is forwarded; else the module itself).
-            rank: This process's rank (its shard of the probe set is `rank::world_size`).
-            world_size: Number of processes taking part (all must call this together).
-
-        Returns:
-            Rows without `epoch` (the caller adds it).
-        """
-        if not self.probes:
-            raise RuntimeError("ModularityMonitor.measure: no probe set; call setup_probes(dm)")
-        model = getattr(pl_module, "model", pl_module)
-        device = next(pl_module.parameters()).device
-        knn, sep = self._metrics(device)
-        rows: list[dict[str, Any]] = []
-        # eval_mode restores every submodule's own flag (a frozen BN may be in eval on purpose).
-        with eval_mode(model), torch.no_grad():
-            if self.resolved_mode is None:
-                self._plan(model, self.probes[0].images)
-            num_layers = len(resolve_taps(model, self.taps))
-            for repeat, probe in enumerate(self.probes):
-                positions = torch.arange(len(probe))[rank::world_size]
-                labels = probe.labels[positions].to(device)
-                index = positions.to(device)
-                batches = _Batches(probe.images[positions], self.batch_size, device)
-                # Silent unless a measurement outlasts the progress interval (a big N).
-                layers = track(
-                    self._layer_features(model, batches),
-                    f"modularity measurement (N={len(probe)}, repeat {repeat})",
-                    total=num_layers,
-                    unit="layers",
-                    quiet=True,
-                    enabled=rank == 0,
-                )
-                for layer_index, name, feats in layers:
-                    knn.reset()
-                    knn.update(feats, labels, index)
-                    if self._diag is None:
-                        q = float(knn.compute())
-                    else:  # Q and the diagnostics from one k-NN graph
-                        where = {"layer_index": int(layer_index), "layer": name}
-                        where.update(tap=self.tap_label, N=len(probe), repeat=repeat)
-                        q = self._diag.measure(knn, where)
-                    knn.reset()
-                    m_value: float | None = None
-                    if sep is not None:
-                        sep.reset()
-                        sep.update(feats, labels, index)
-                        m_value = float(sep.compute())
-                        sep.reset()
-                    del feats
-                    rows.append(
-                        {
-                            "layer_index": int(layer_index),
-                            "layer": name,
-                            "tap": self.tap_label,
-                            "N": len(probe),
-                            "k": self.k,
-                            "metric": self.metric,
-                            "modularity": q,
-                            "M": m_value,
-                            "seed": self.seed,
-                            "repeat": repeat,
-                            "num_edges": self.num_edges if sep is not None else None,
-                            "edge_density": self.edge_density if sep is not None else None,
-                        }
-                    )
-        return rows
-
     def setup_probes(self, datamodule: Any) -> None:
         """Draw the probe sets from `datamodule` (what `setup` does inside a Trainer).
 
@@ -793,66 +411,3 @@ class ModularityMonitor(Callback):
             "epoch_seconds": epochs,
             "overhead": total / epochs if epochs > 0 else float("nan"),
         }
-
-    def reference_curve(self, num_layers: int) -> tuple[str, list[float]] | None:
-        """The authors' published curve for a matching run (ResNet-56 on CIFAR-10/100), or None.
-
-        Drawn dashed in the modularity-curve figure, so a run shows at once whether it
-        reproduces paper 1's curve (:mod:`dnn_modularity.reference`).
-        """
-        from dnn_modularity.reference import matching_authors_curve
-
-        ref = matching_authors_curve(self.model_name, self.data_name, num_layers)
-        return None if ref is None else (ref.label, list(ref.values))
-
-    def curve_figures(self) -> dict[str, Any]:
-        """The curve and heatmap figures of the history: ``{"modularity_curves": Figure, ...}``."""
-        from dnn_modularity.plots.curves import plot_curves, plot_heatmap
-
-        out: dict[str, Any] = {}
-        values = ["modularity"] + (["M"] if self.compute_M else [])
-        for value in values:
-            epochs, layers, matrix = rows_to_matrix(self.history, value)
-            if not epochs:
-                continue
-            label = "modularity Q" if value == "modularity" else "class-separation M"
-            what = f"N={self.n}, k={self.k}, {self.metric}, taps={self.tap_label}"
-            if value == "M":
-                what = (
-                    f"N={self.n}, |E|={self.num_edges} ({self.edge_density:.2%} of pairs), "
-                    f"{self.metric}, taps={self.tap_label}"
-                )
-            out[f"{value}_curves"] = plot_curves(
-                matrix.numpy(),
-                labels=[f"epoch {e}" for e in epochs],
-                color_values=epochs,
-                color_label="epoch",
-                title=f"{label} per layer during training ({what})",
-                ylabel=label,
-                reference=self.reference_curve(len(layers)) if value == "modularity" else None,
-            )
-            out[f"{value}_heatmap"] = plot_heatmap(
-                matrix.numpy(),
-                row_labels=epochs,
-                col_labels=layers,
-                title=f"{label}: epoch x layer ({what})",
-                cbar_label=label,
-            )
-        return out
-
-    def save_figures(self, trainer: L.Trainer | None = None) -> list[Path]:
-        """Write curve and heatmap figures (PNG + PDF) of the history to `<output_dir>/figures/`."""
-        import matplotlib.pyplot as plt
-
-        self._measured_since_figure = 0
-        folder = self._out_dir(trainer) / "figures"
-        paths: list[Path] = []
-        for name, fig in self.curve_figures().items():
-            paths += atomic_save_figure(fig, folder / f"{self._figure_tag}{name}")
-            plt.close(fig)
-        return paths
-
-    def _log_media(self, trainer: L.Trainer, paths: list[Path]) -> None:
-        log_pngs_and_table(
-            trainer.loggers, self.log_prefix, paths, "modularity/table", self.history, CSV_COLUMNS
-        )

@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from dnn_modularity.data.base import ImageDataModule
-from dnn_modularity.data.digits import load_digits_tensors
+from dnn_modularity.data.digits import DigitsDataModule, load_digits_tensors
 
 __all__ = [
     "CanvasSpec",
@@ -299,8 +299,6 @@ class ClutteredDigitsDataModule(ImageDataModule):
         if train_size is not None and int(train_size) < 1:
             raise ValueError(f"data=cluttered_digits: train_size={train_size} must be >= 1 or null")
         # The split of the source digits is DigitsDataModule's (same fractions, same seed).
-        from dnn_modularity.data.digits import DigitsDataModule
-
         self._split = DigitsDataModule(
             val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
         ).split_indices()

@@ -83,6 +83,7 @@ class DigitsDataModule(ImageDataModule):
     def split_indices(self) -> dict[str, torch.Tensor]:
         """Sorted indices of the `train`, `val` and `test` digits (disjoint, stratified)."""
         if self._split is None:
+            # local: sklearn is slow to import (see load_digits_tensors)
             from sklearn.model_selection import train_test_split
 
             all_idx = torch.arange(self._labels.numel())

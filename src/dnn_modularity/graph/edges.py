@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import networkx
 
 
 @dataclass
@@ -56,17 +52,6 @@ class Graph:
         deg = torch.zeros(self.num_nodes, dtype=torch.float64, device=self.device)
         w = self.weight.to(torch.float64)
         return deg.index_add_(0, self.src, w).index_add_(0, self.dst, w)
-
-    def to_networkx(self) -> networkx.Graph:
-        """Return a ``networkx.Graph`` with nodes 0..N-1 and a ``weight`` attribute per edge."""
-        import networkx as nx  # lazy: networkx is a test/analysis dependency only
-
-        graph = nx.Graph()
-        graph.add_nodes_from(range(self.num_nodes))
-        graph.add_weighted_edges_from(
-            zip(self.src.tolist(), self.dst.tolist(), self.weight.tolist(), strict=True)
-        )
-        return graph
 
 
 def symmetrize(num_nodes: int, src: Tensor, dst: Tensor, weight: Tensor) -> Graph:

@@ -45,7 +45,7 @@ def modularity(graph: Graph, labels: Any, resolution: float = 1.0) -> float:
     Q = 1/(2m) Σ_ij [A_ij − γ k_i k_j / (2m)] δ(c_i, c_j), computed in closed form as
     Q = Σ_c [L_c/m − γ (d_c / 2m)²] with m the total edge weight, L_c the weight of edges inside
     class c and d_c the summed weighted degree of its nodes; all sums in float64. The value equals
-    ``networkx.community.modularity(graph.to_networkx(), classes, resolution=γ)``, negative edge
+    ``networkx.community.modularity(to_networkx(graph), classes, resolution=γ)``, negative edge
     weights included (igraph refuses those).
 
     Args:

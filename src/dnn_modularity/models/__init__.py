@@ -141,6 +141,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 def _to_builtin(value: Any) -> Any:
     """OmegaConf ListConfig/DictConfig -> list/dict, so models store plain Python values."""
     if type(value).__module__.startswith("omegaconf"):
+        # local: omegaconf (Hydra) only when a config node is passed in
         from omegaconf import OmegaConf
 
         return OmegaConf.to_container(value, resolve=True)

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from dnn_modularity.checkpoints import NotACheckpointError, checkpoint_hparams, load_checkpoint
 from dnn_modularity.models import Normalized, build_model
 
 __all__ = [
@@ -48,6 +49,7 @@ DEFAULT_OPTIMIZER: dict[str, Any] = {
 def _plain(value: Any) -> Any:
     """OmegaConf containers -> plain dict/list, so hyperparameters pickle and load anywhere."""
     if type(value).__module__.startswith("omegaconf"):
+        # local: omegaconf (Hydra) only for config nodes; models load without it
         from omegaconf import OmegaConf
 
         return OmegaConf.to_container(value, resolve=True)
@@ -63,6 +65,7 @@ def _build_partial(spec: Mapping[str, Any] | Callable[..., Any], what: str) -> C
     if callable(spec):
         return spec
     if isinstance(spec, Mapping) and "_target_" in spec:
+        # local: Hydra only for an optimizer/scheduler config; models load without it
         from hydra.utils import instantiate
 
         return instantiate(dict(spec), _partial_=True)
@@ -263,8 +266,6 @@ def load_classifier(
         NotACheckpointError: When it is not a checkpoint written by this package (a text file,
             random bytes, a torch file without a classifier, or one holding code objects).
     """
-    from dnn_modularity.checkpoints import NotACheckpointError, checkpoint_hparams, load_checkpoint
-
     checkpoint = load_checkpoint(ckpt_path, map_location=map_location)
     hparams = checkpoint_hparams(checkpoint)
     missing = [key for key in ("mean", "std") if key not in hparams]

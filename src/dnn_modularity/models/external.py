@@ -39,6 +39,7 @@ import re
 from typing import Any
 
 from torch import nn
+from torchvision import models as tvm
 
 from ._base import ACTIVATIONS, check_tap_mode
 
@@ -214,7 +215,6 @@ def _check_in_channels(in_channels: Any, pretrained: bool, name: str) -> int:
 
 
 def _torchvision(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Module:
-    from torchvision import models as tvm
 
     valid = tvm.list_models(module=tvm)  # classification models only
     if name not in valid:
@@ -249,6 +249,7 @@ def _timm(name: str, num_classes: int, in_channels: int, **kwargs: Any) -> nn.Mo
             f"timm:{name} needs the optional package timm: pip install 'dnn-modularity[timm]' "
             "(or pip install timm)"
         )
+    # local: timm is an optional extra (pip install dnn-modularity[timm])
     import timm
 
     full = f"timm:{name}"

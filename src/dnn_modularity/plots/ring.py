@@ -17,8 +17,10 @@ from matplotlib.collections import LineCollection
 from matplotlib.colors import hsv_to_rgb, to_rgba
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from PIL import Image
 
 from dnn_modularity.plots.curves import new_figure
+from dnn_modularity.progress import track
 
 __all__ = [
     "INTER_CLASS_COLOR",
@@ -293,10 +295,6 @@ def ring_gif_bytes(
     Raises:
         ValueError: No layers.
     """
-    from PIL import Image
-
-    from dnn_modularity.progress import track
-
     if not layers:
         raise ValueError("ring_gif_bytes needs at least one layer, got 0")
     frames = []
