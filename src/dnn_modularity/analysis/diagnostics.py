@@ -17,6 +17,9 @@ Figures: the class × layer purity heatmap with the first layer at which each cl
 ``purity_threshold``; pair matrices at the first, middle and last layer and where Q rises most;
 and "when do they come apart": the entanglement over layers of the pairs most entangled at the
 last layer; the four curves side by side.
+
+Over 500 lines: one analysis (its function, record assembly, closing summary and ``run``); its
+figures already live in :mod:`dnn_modularity.plots.diagnostics`.
 """
 
 from __future__ import annotations

@@ -46,6 +46,8 @@ class _CIFARDataModule(ImageDataModule):
             Read from disk: 4 workers, pinned memory by default.
     """
 
+    in_channels = 3
+    image_size = 32
     _tv_class: type[datasets.CIFAR10]
     _folder: str
     _default_rotation = 0.0
@@ -122,8 +124,6 @@ class CIFAR10DataModule(_CIFARDataModule):
 
     name = "cifar10"
     num_classes = 10
-    in_channels = 3
-    image_size = 32
     mean = (0.4914, 0.4822, 0.4465)
     std = (0.2023, 0.1994, 0.2010)
     _tv_class = datasets.CIFAR10
@@ -135,8 +135,6 @@ class CIFAR100DataModule(_CIFARDataModule):
 
     name = "cifar100"
     num_classes = 100
-    in_channels = 3
-    image_size = 32
     mean = (0.49139968, 0.48215827, 0.44653124)
     std = (0.24703233, 0.24348505, 0.26158768)
     _tv_class = datasets.CIFAR100

@@ -24,6 +24,7 @@ source digit) are generated once from the seed and never change: the probe set i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -53,10 +54,11 @@ def _generator(seed: int, stream: int, epoch: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+@dataclass
 class CanvasSpec:
     """Geometry and corruption of the canvases (validated once).
 
-    Args:
+    Attributes:
         canvas_size: Side of the square canvas (the image size).
         digit_size: Side of the upscaled digit (<= canvas_size).
         num_fragments: Clutter patches per image (>= 0).
@@ -64,38 +66,42 @@ class CanvasSpec:
         noise_std: Standard deviation of the additive Gaussian noise (>= 0).
     """
 
-    def __init__(
-        self,
-        canvas_size: int = 32,
-        digit_size: int = 16,
-        num_fragments: int = 4,
-        fragment_size: int = 6,
-        noise_std: float = 0.1,
-    ) -> None:
-        if not 8 <= int(digit_size) <= int(canvas_size):
+    canvas_size: int = 32
+    digit_size: int = 16
+    num_fragments: int = 4
+    fragment_size: int = 6
+    noise_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        """Validate, and store plain ints/floats (config values may be strings or numpy)."""
+        canvas_size, digit_size = int(self.canvas_size), int(self.digit_size)
+        fragment_size, num_fragments = int(self.fragment_size), int(self.num_fragments)
+        noise_std = float(self.noise_std)
+        if not 8 <= digit_size <= canvas_size:
             raise ValueError(
                 f"data=cluttered_digits: digit_size={digit_size} must be in [8, canvas_size="
                 f"{canvas_size}]"
             )
-        if not 1 <= int(fragment_size) <= int(digit_size):
+        if not 1 <= fragment_size <= digit_size:
             raise ValueError(
                 f"data=cluttered_digits: fragment_size={fragment_size} must be in [1, digit_size="
                 f"{digit_size}]"
             )
-        if int(num_fragments) < 0 or float(noise_std) < 0:
+        if num_fragments < 0 or noise_std < 0:
             raise ValueError(
                 f"data=cluttered_digits: num_fragments={num_fragments} and noise_std={noise_std} "
                 "must be >= 0"
             )
-        self.canvas_size = int(canvas_size)
-        self.digit_size = int(digit_size)
-        self.num_fragments = int(num_fragments)
-        self.fragment_size = int(fragment_size)
-        self.noise_std = float(noise_std)
+        self.canvas_size, self.digit_size = canvas_size, digit_size
+        self.fragment_size, self.num_fragments, self.noise_std = (
+            fragment_size,
+            num_fragments,
+            noise_std,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The settings, for run records."""
-        return dict(vars(self))
+        return asdict(self)
 
 
 def _overlay(canvas: Tensor, patches: Tensor, top: Tensor, left: Tensor) -> None:

@@ -11,9 +11,10 @@ remaining blocks of each stage in order, and a kept block ``stage.i`` becomes ``
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 TAP_MODES: tuple[str, ...] = ("block", "official")
@@ -223,15 +224,48 @@ class ResNetStages(StemBlocksModel):
     num_classes: int
     in_channels: int
     blocks: list[int]
+    stage_names: tuple[str, ...]
+    stem_channels: int
 
     def arch_config(self) -> dict[str, Any]:
         """``{"name", "num_classes", "in_channels", "blocks"}``; ``build_model(**cfg)`` rebuilds."""
-        return {
-            "name": self.name,
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-            "blocks": list(self.blocks),
-        }
+        fixed = {key: getattr(self, key) for key in ("name", "num_classes", "in_channels")}
+        return {**fixed, "blocks": list(self.blocks)}
+
+    def _build_body(
+        self,
+        block: Callable[[int, int, int], nn.Module],
+        widths: Sequence[int],
+        strides: Sequence[int],
+        expansion: int = 1,
+    ) -> None:
+        """Stages ``layer1..`` of ``blocks[i]`` blocks (the first strided), pooling and ``fc``.
+
+        Args:
+            block: ``(in_planes, planes, stride) -> block``.
+            widths: Planes per stage.
+            strides: Stride of each stage's first block.
+            expansion: Output channels per plane of a block (4 for bottlenecks).
+        """
+        in_planes = self.stem_channels
+        for stage, (planes, n, stride) in enumerate(
+            zip(widths, self.blocks, strides, strict=True), start=1
+        ):
+            layers = []
+            for i in range(n):
+                layers.append(block(in_planes, planes, stride if i == 0 else 1))
+                in_planes = planes * expansion
+            self.add_module(f"layer{stage}", nn.Sequential(*layers))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(in_planes, self.num_classes)
+        init_weights(self)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, in_channels, H, W) -> logits (B, num_classes)."""
+        x = self.stem(x)
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
 class ConvBNAct(nn.Module):
@@ -286,6 +320,30 @@ class ConvBNAct(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, C_in, H, W) -> (B, C_out, H/stride, W/stride)."""
         return self.act(self.bn(self.conv(x)))
+
+
+def depth_constructor(
+    name: str, build: Callable[[str, int, int, list[int] | None], nn.Module], doc: str
+) -> Callable[..., nn.Module]:
+    """The torchvision-style constructor ``name(num_classes, in_channels, blocks)`` of a ResNet.
+
+    One per entry of a family's depth table, so every depth is built the same way.
+
+    Args:
+        name: The constructor's name (also the model's ``arch_config()["name"]``).
+        build: ``(name, num_classes, in_channels, blocks) -> model``.
+        doc: First docstring line; a note on ``blocks`` (the pruned variants) is appended.
+    """
+
+    def constructor(
+        num_classes: int = 10, in_channels: int = 3, blocks: list[int] | None = None
+    ) -> nn.Module:
+        return build(name, num_classes, in_channels, blocks)
+
+    constructor.__name__ = constructor.__qualname__ = name
+    constructor.__module__ = build.__module__
+    constructor.__doc__ = doc + "\n\n``blocks`` overrides the blocks per stage."
+    return constructor
 
 
 def init_weights(model: nn.Module) -> None:

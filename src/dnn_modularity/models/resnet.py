@@ -31,10 +31,9 @@ Small inputs: the pooling is adaptive, so 8×8 and 16×16 inputs work (stage 4 s
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from ._base import ConvBNAct, ResNetStages, as_int_list, init_weights
+from ._base import ConvBNAct, ResNetStages, as_int_list, depth_constructor
 
 __all__ = [
     "BasicBlock",
@@ -129,6 +128,7 @@ class CifarResNet(ResNetStages):
 
     stage_names = ("layer1", "layer2", "layer3", "layer4")
     planes = (64, 128, 256, 512)
+    stem_channels = 64
 
     def __init__(
         self,
@@ -143,25 +143,8 @@ class CifarResNet(ResNetStages):
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
         self.name = name
-        self.stem = ConvBNAct(in_channels, 64, kernel_size=3)
-        in_planes = 64
-        for stage, (planes, n, stride) in enumerate(
-            zip(self.planes, self.blocks, (1, 2, 2, 2), strict=True), start=1
-        ):
-            layers = []
-            for i in range(n):
-                layers.append(block(in_planes, planes, stride if i == 0 else 1))
-                in_planes = planes * block.expansion
-            self.add_module(f"layer{stage}", nn.Sequential(*layers))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
-        init_weights(self)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, in_channels, H, W) -> logits (B, num_classes)."""
-        x = self.stem(x)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        self.stem = ConvBNAct(in_channels, self.stem_channels, kernel_size=3)
+        self._build_body(block, self.planes, (1, 2, 2, 2), block.expansion)
 
     def _block_is_removable(self, block: nn.Module) -> bool:
         return isinstance(block.shortcut, nn.Identity)
@@ -178,39 +161,19 @@ def _build(name: str, num_classes: int, in_channels: int, blocks: list[int] | No
     )
 
 
-def resnet18(
-    num_classes: int = 10, in_channels: int = 3, blocks: list[int] | None = None
-) -> CifarResNet:
-    """CIFAR ResNet-18, BasicBlocks ``[2, 2, 2, 2]`` (11.17 M params at 10 classes)."""
-    return _build("resnet18", num_classes, in_channels, blocks)
-
-
-def resnet34(
-    num_classes: int = 10, in_channels: int = 3, blocks: list[int] | None = None
-) -> CifarResNet:
-    """CIFAR ResNet-34, BasicBlocks ``[3, 4, 6, 3]``."""
-    return _build("resnet34", num_classes, in_channels, blocks)
-
-
-def resnet50(
-    num_classes: int = 10, in_channels: int = 3, blocks: list[int] | None = None
-) -> CifarResNet:
-    """CIFAR ResNet-50, Bottlenecks ``[3, 4, 6, 3]``."""
-    return _build("resnet50", num_classes, in_channels, blocks)
-
-
-def resnet101(
-    num_classes: int = 10, in_channels: int = 3, blocks: list[int] | None = None
-) -> CifarResNet:
-    """CIFAR ResNet-101, Bottlenecks ``[3, 4, 23, 3]``."""
-    return _build("resnet101", num_classes, in_channels, blocks)
-
-
-def resnet152(
-    num_classes: int = 10, in_channels: int = 3, blocks: list[int] | None = None
-) -> CifarResNet:
-    """CIFAR ResNet-152, Bottlenecks ``[3, 8, 36, 3]``.
-
-    Paper 1's Res152_k (k in 5, 11, 16, 21, 26, 30) is ``blocks=[3, 8, 36 - k, 3]``.
-    """
-    return _build("resnet152", num_classes, in_channels, blocks)
+resnet18 = depth_constructor(
+    "resnet18",
+    _build,
+    "CIFAR ResNet-18, BasicBlocks ``[2, 2, 2, 2]`` (11.17 M params at 10 classes).",
+)
+resnet34 = depth_constructor("resnet34", _build, "CIFAR ResNet-34, BasicBlocks ``[3, 4, 6, 3]``.")
+resnet50 = depth_constructor("resnet50", _build, "CIFAR ResNet-50, Bottlenecks ``[3, 4, 6, 3]``.")
+resnet101 = depth_constructor(
+    "resnet101", _build, "CIFAR ResNet-101, Bottlenecks ``[3, 4, 23, 3]``."
+)
+resnet152 = depth_constructor(
+    "resnet152",
+    _build,
+    "CIFAR ResNet-152, Bottlenecks ``[3, 8, 36, 3]``; "
+    "paper 1's Res152_k (k in 5, 11, 16, 21, 26, 30) is ``blocks=[3, 8, 36 - k, 3]``.",
+)

@@ -25,11 +25,10 @@ digits) work: the stages give 8×8 -> 4×4 -> 2×2 maps.
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._base import ConvBNAct, ResNetStages, as_int_list, init_weights
+from ._base import ConvBNAct, ResNetStages, as_int_list, depth_constructor
 
 __all__ = [
     "BasicBlockA",
@@ -114,6 +113,7 @@ class CifarResNetA(ResNetStages):
 
     stage_names = ("layer1", "layer2", "layer3")
     widths = (16, 32, 64)
+    stem_channels = 16
 
     def __init__(
         self,
@@ -127,25 +127,8 @@ class CifarResNetA(ResNetStages):
         self.num_classes = int(num_classes)
         self.in_channels = int(in_channels)
         self.name = name
-        self.stem = ConvBNAct(in_channels, self.widths[0], kernel_size=3)
-        in_planes = self.widths[0]
-        for stage, (width, n, stride) in enumerate(
-            zip(self.widths, self.blocks, (1, 2, 2), strict=True), start=1
-        ):
-            layers = []
-            for i in range(n):
-                layers.append(BasicBlockA(in_planes, width, stride if i == 0 else 1))
-                in_planes = width
-            self.add_module(f"layer{stage}", nn.Sequential(*layers))
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(in_planes, num_classes)
-        init_weights(self)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, in_channels, H, W) -> logits (B, num_classes)."""
-        x = self.stem(x)
-        x = self.layer3(self.layer2(self.layer1(x)))
-        return self.fc(torch.flatten(self.avgpool(x), 1))
+        self.stem = ConvBNAct(in_channels, self.stem_channels, kernel_size=3)
+        self._build_body(BasicBlockA, self.widths, (1, 2, 2))
 
     def _block_is_removable(self, block: nn.Module) -> bool:
         return isinstance(block, BasicBlockA) and isinstance(block.shortcut, nn.Identity)
@@ -161,39 +144,15 @@ def _build(name: str, num_classes: int, in_channels: int, blocks: list[int] | No
     )
 
 
-def resnet20(
-    num_classes: int = 10, in_channels: int = 3, blocks: list[int] | None = None
-) -> CifarResNetA:
-    """ResNet-20 (3 blocks per stage, 0.27 M params); ``blocks`` overrides the per-stage depth."""
-    return _build("resnet20", num_classes, in_channels, blocks)
-
-
-def resnet32(
-    num_classes: int = 10, in_channels: int = 3, blocks: list[int] | None = None
-) -> CifarResNetA:
-    """ResNet-32 (5 blocks per stage, 0.46 M params); ``blocks`` overrides the per-stage depth."""
-    return _build("resnet32", num_classes, in_channels, blocks)
-
-
-def resnet44(
-    num_classes: int = 10, in_channels: int = 3, blocks: list[int] | None = None
-) -> CifarResNetA:
-    """ResNet-44 (7 blocks per stage, 0.66 M params); ``blocks`` overrides the per-stage depth."""
-    return _build("resnet44", num_classes, in_channels, blocks)
-
-
-def resnet56(
-    num_classes: int = 10, in_channels: int = 3, blocks: list[int] | None = None
-) -> CifarResNetA:
-    """ResNet-56 (9 blocks per stage, 0.85 M params, 125.5 M MACs at 32×32).
-
-    ``blocks`` overrides the per-stage depth; paper 1 Table 1 prunes it to ``[2, 3, 6]``.
-    """
-    return _build("resnet56", num_classes, in_channels, blocks)
-
-
-def resnet110(
-    num_classes: int = 10, in_channels: int = 3, blocks: list[int] | None = None
-) -> CifarResNetA:
-    """ResNet-110 (18 blocks per stage, 1.7 M params); ``blocks`` overrides the per-stage depth."""
-    return _build("resnet110", num_classes, in_channels, blocks)
+resnet20 = depth_constructor("resnet20", _build, "ResNet-20 (3 blocks per stage, 0.27 M params).")
+resnet32 = depth_constructor("resnet32", _build, "ResNet-32 (5 blocks per stage, 0.46 M params).")
+resnet44 = depth_constructor("resnet44", _build, "ResNet-44 (7 blocks per stage, 0.66 M params).")
+resnet56 = depth_constructor(
+    "resnet56",
+    _build,
+    "ResNet-56 (9 blocks per stage, 0.85 M params, 125.5 M MACs at 32×32); "
+    "paper 1 Table 1 prunes it to ``blocks=[2, 3, 6]``.",
+)
+resnet110 = depth_constructor(
+    "resnet110", _build, "ResNet-110 (18 blocks per stage, 1.7 M params)."
+)
