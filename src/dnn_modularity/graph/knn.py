@@ -15,6 +15,7 @@ official code breaks them, whatever the order in which candidates arrive.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from typing import Any
@@ -23,19 +24,25 @@ import torch
 from torch import Tensor
 
 from dnn_modularity.graph.edges import Graph, symmetrize
-from dnn_modularity.graph.kernels import KernelChoice, choose_by_speed, resolve_kernel
+from dnn_modularity.graph.kernels import (
+    KernelChoice,
+    choose_by_speed,
+    resolve_kernel,
+    symmetric_route,
+)
 from dnn_modularity.graph.keys import INT64_MIN, MAX_INDEX, decode_keys, sort_keys
 from dnn_modularity.graph.screen import (
+    LowPrecisionRows,
     ScreenBound,
     pair_similarities,
     round_down,
-    to_low_precision,
 )
 from dnn_modularity.graph.similarity import (
+    DENSE_SUB_BLOCK,
+    SUB_BLOCK,
     block_bounds,
     compute_strip,
     dense_applies,
-    dense_similarity,
     iter_similarity_strips,
     normalize_features,
     resolve_block_size,
@@ -228,9 +235,18 @@ class _StripSweep:
     # matmul saves ~0.011·D ns per entry: break-even near 3%.
     MAX_SCREENED_FRACTION = 1 / 32
 
-    def __init__(self, x: Tensor, k: int, block_size: int, screen: torch.dtype | None) -> None:
+    def __init__(
+        self,
+        x: Tensor,
+        k: int,
+        block_size: int,
+        screen: torch.dtype | None,
+        sub_block: int = SUB_BLOCK,
+        converted: LowPrecisionRows | None = None,
+    ) -> None:
         n, dim = x.shape
         self.x = x
+        self.sub_block = sub_block
         self.state = _KnnState(n, k, x.device)
         self.bounds = block_bounds(n, block_size)
         self.exact_bound = ScreenBound(dim, None)
@@ -243,8 +259,10 @@ class _StripSweep:
         self.deferred_size = 0
         self.pruned_size = 0
         if screen is not None:
-            self.xs, r_max = to_low_precision(x, screen)
-            self.screen_bound = ScreenBound(dim, r_max, screen, x.device.type)
+            if converted is None or converted.data.dtype != screen:
+                converted = LowPrecisionRows(x, screen)
+            self.xs = converted.convert(n)
+            self.screen_bound = ScreenBound(dim, converted.r_max, screen, x.device.type)
         self.buffers: dict[torch.dtype, Tensor] = {}
 
     def _strip(self, rows: Tensor, i0: int, i1: int) -> Tensor:
@@ -254,7 +272,7 @@ class _StripSweep:
             size = strip_buffer_size(self.bounds)
             self.buffers[rows.dtype] = torch.empty(size, dtype=rows.dtype, device=rows.device)
         s = self.buffers[rows.dtype][: (i1 - i0) * (n - i0)].view(i1 - i0, n - i0)
-        compute_strip(rows, i0, i1, s, mirror=True)
+        compute_strip(rows, i0, i1, s, mirror=True, sub_block=self.sub_block)
         s[:, : i1 - i0].fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
         return s
 
@@ -341,7 +359,9 @@ SEPARATION_SHARE = 1 / 500
 """Multiply-adds of the separation probe (in the fast screen dtype), as a share of the call's."""
 
 
-def _screen_separates(x: Tensor, k: int, dtype: torch.dtype) -> bool:
+def _screen_separates(
+    x: Tensor, k: int, dtype: torch.dtype, low: LowPrecisionRows | None = None
+) -> bool:
     """Probe whether the screen separates these similarities well enough to pay.
 
     A few rows (64) against the first c columns (c sized to :data:`SEPARATION_SHARE` of the
@@ -350,12 +370,16 @@ def _screen_separates(x: Tensor, k: int, dtype: torch.dtype) -> bool:
     than ``_StripSweep.MAX_SCREENED_FRACTION`` of the entries remain candidates (the similarities
     spread less than the screen's error, as in very high-dimensional noise), the float32
     recomputations would cost more than the screen saves. The sweep checks every strip again.
+    The c rows are converted into ``low`` if given (the sweep's own copy: a chosen screen reuses
+    them).
     """
     n, dim = x.shape
     rows = min(64, n)
     cols = int(min(n, max(256, n * n / 2 * SEPARATION_SHARE / rows)))
-    probe, r_max = to_low_precision(x[:cols], dtype)
-    bound = ScreenBound(dim, r_max, dtype, x.device.type)
+    if low is None or low.data.dtype != dtype:
+        low = LowPrecisionRows(x, dtype)
+    probe = low.convert(cols)
+    bound = ScreenBound(dim, low.r_max, dtype, x.device.type)
     with strict_matmul_precision():
         s = probe[:rows] @ probe.T
     s[:, :rows].fill_diagonal_(0.0)
@@ -384,9 +408,10 @@ def choose_kernel(x: Tensor, k: int, kernel: str | None = None) -> KernelChoice:
     choice = choose_by_speed(x, name)
     if name != "auto" or choice.dtype is None:
         return choice
-    if not _screen_separates(x, k, choice.dtype):
+    low = LowPrecisionRows(x, choice.dtype)
+    if not _screen_separates(x, k, choice.dtype, low):
         return KernelChoice(None, f"{choice.reason}, but it cannot separate these similarities")
-    return choice
+    return dataclasses.replace(choice, rows=low)
 
 
 def knn_keys(
@@ -412,7 +437,8 @@ def knn_keys(
     the last bit: the two paths can differ only where two similarities are within an ulp). When a
     strip yields more candidates than 1/32 of its entries (the similarities spread less than the
     screen's error, as in very high-dimensional noise), the sweep switches to float32 strips for
-    the rest. Which kernel runs is decided by :func:`choose_kernel`.
+    the rest. Which kernel runs is decided by :func:`choose_kernel`. Up to N =
+    :data:`~.similarity.DENSE_MAX_N` the float32 path takes the whole matrix as one strip.
 
     Args:
         x: float32 (N, D) row-normalised features.
@@ -432,11 +458,13 @@ def knn_keys(
         raise ValueError(f"at most {MAX_INDEX} samples are supported, got N = {n}")
     if screen is not None:
         kernel = "bfloat16" if screen else "float32"
+    symmetric_route()  # an unknown route in the environment fails before any work
     choice = choose_kernel(x, k, kernel)
-    if choice.dtype is None and dense_applies(n, x.shape[1]):
-        log.debug("kernel float32 (%s), dense", choice.reason)
-        return _dense_knn_keys(x, k)
-    sweep = _StripSweep(x, k, block_size, choice.dtype)
+    dense = choice.dtype is None and dense_applies(n, x.shape[1])
+    if dense:  # one strip: the whole matrix
+        sweep = _StripSweep(x, k, n, None, DENSE_SUB_BLOCK)
+    else:
+        sweep = _StripSweep(x, k, block_size, choice.dtype, converted=choice.rows)
     with strict_matmul_precision():
         for i0, i1 in itertools.pairwise(sweep.bounds):
             sweep.process(i0, i1)
@@ -445,27 +473,8 @@ def knn_keys(
         row = sweep.fallback_row
         log.debug("kernel %s (%s); float32 from row %d", choice.name, choice.reason, row)
     else:
-        log.debug("kernel %s (%s)", choice.name, choice.reason)
+        log.debug("kernel %s (%s)%s", choice.name, choice.reason, ", dense" if dense else "")
     return sweep.state.keys
-
-
-def _dense_knn_keys(x: Tensor, k: int) -> Tensor:
-    """The k-NN keys of a small problem from one dense float32 product (see ``dense_applies``).
-
-    A float ``topk`` picks each row's k largest values; only rows where more entries tie with
-    the k-th value (where ``topk``'s choice among equals is arbitrary) are re-selected by
-    :func:`sort_keys` order, which breaks the ties as ``heapq.nlargest`` does.
-    """
-    n = x.shape[0]
-    sim = dense_similarity(x)
-    sim.fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
-    values, cols = sim.topk(k, dim=1)
-    keys = sort_keys(values, cols)
-    tied = ((sim >= values[:, -1:]).sum(dim=1) > k).nonzero().flatten()
-    if tied.numel() > 0:
-        columns = torch.arange(n, device=x.device)
-        keys[tied] = sort_keys(sim[tied], columns).topk(k, dim=1).values
-    return keys.sort(dim=1, descending=True).values
 
 
 def graph_from_knn_keys(keys: Tensor) -> Graph:
