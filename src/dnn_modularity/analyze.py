@@ -26,6 +26,7 @@ Tests call :func:`analyze` with a composed config.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import hydra
@@ -44,11 +45,14 @@ ANALYSES = {
 }
 
 
-def analyze(cfg: DictConfig) -> dict[str, Any]:
+def analyze(cfg: DictConfig, *, started: float | None = None) -> dict[str, Any]:
     """Run the analysis that ``cfg.analysis`` selects.
 
     Args:
         cfg: Composed ``analyze`` config.
+        started: ``time.perf_counter()`` at the entry of the command (default: now). The
+            ``seconds`` reported and logged are the wall time from there to the end, figures
+            and loggers included.
 
     Returns:
         The analysis's run summary (output folder, record and figure paths, metric keys).
@@ -56,9 +60,13 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         KeyError: Unknown analysis name (message lists the valid ones).
     """
+    started = time.perf_counter() if started is None else started
     import lightning.pytorch as L
     import torch
     from hydra.utils import get_method
+
+    from dnn_modularity.analysis.context import command_clock
+    from dnn_modularity.progress import format_seconds
 
     name = str(cfg.analysis.name)
     target = cfg.analysis.get("fn") or ANALYSES.get(name)
@@ -67,8 +75,12 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    result = get_method(str(target))(cfg)
-    log.info("analysis=%s done in %.1f s -> %s", name, result["seconds"], result["out_dir"])
+    with command_clock(started):
+        result = get_method(str(target))(cfg)
+    result["seconds"] = time.perf_counter() - started
+    log.info(
+        "analysis=%s done in %s -> %s", name, format_seconds(result["seconds"]), result["out_dir"]
+    )
     for attack in result.get("attacks", []):
         log.info(
             "  %s: %s, success rate %s",
@@ -82,7 +94,7 @@ def analyze(cfg: DictConfig) -> dict[str, Any]:
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="analyze")
 def main(cfg: DictConfig) -> None:
     """Console entry point (Hydra parses the command line)."""
-    analyze(cfg)
+    analyze(cfg, started=time.perf_counter())
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from dnn_modularity._advertorch_compat import import_advertorch
+from dnn_modularity.progress import Progress
 
 __all__ = [
     "ATTACKS",
@@ -390,7 +391,8 @@ def generate_adversarial(
         iteration_cap: Cap on iterations for tests and CPU runs (None: advertorch defaults).
         seed: Seeds torch's RNG (PGD's random start, OnePixel/LocalSearch pixel order) and the
             JSMA targets.
-        progress: Show a rich progress bar.
+        progress: Log the attack's start, progress (images done, ETA) and end
+            (:class:`dnn_modularity.progress.Progress`; a log file sees it, unlike a bar).
         **overrides: Constructor arguments of the advertorch class.
 
     Returns:
@@ -438,13 +440,15 @@ def generate_adversarial(
         todo = torch.nonzero(clean_pred == labels, as_tuple=False).flatten()
         torch.manual_seed(seed)
         grad_ctx = torch.no_grad if spec.gradient_free else contextlib.nullcontext
-        with _progress(progress, f"{spec.paper_name} ({len(todo)} images)", len(todo)) as bar:
+        with Progress(
+            f"{spec.paper_name} attack", len(todo), unit="images", enabled=progress
+        ) as report:
             for chunk in todo.split(batch_size):
                 y = targets[chunk] if targets is not None else labels[chunk]
                 with grad_ctx():
                     out = obj.perturb(images[chunk], y)
                 adv[chunk] = out.detach().clamp_(0.0, 1.0)
-                bar(len(chunk))
+                report.advance(len(chunk))
         adv_pred = _predict(model, adv, batch_size)
     correct = clean_pred == labels
     success = correct & (adv_pred != labels)
@@ -462,30 +466,3 @@ def generate_adversarial(
         params=params,
         seconds=time.perf_counter() - start,
     )
-
-
-@contextlib.contextmanager
-def _progress(enabled: bool, description: str, total: int) -> Iterator[Callable[[int], None]]:
-    """Yield ``advance(n)``; a rich progress bar when enabled, a no-op otherwise."""
-    if not enabled:
-        yield lambda n: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)

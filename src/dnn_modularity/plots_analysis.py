@@ -450,11 +450,19 @@ def _draw_ring(
     # Red inter-class chords first (straight, faint), then the intra-class edges on top as
     # curves bent towards the centre: a chord between two nodes of the same class arc would hug
     # the rim and stay invisible, a bent one draws a coloured "petal" per class.
+    # Edges and nodes are rasterized (rasterized=True) in vector formats: tens of thousands of
+    # semi-transparent paths per panel made a 34 MB PDF that took minutes to write and to open;
+    # as an image at the figure's dpi they look the same, and titles and legend stay vector text.
     if (~intra).any():
         chords = np.stack([pos[src[~intra]], pos[dst[~intra]]], axis=1)
         ax.add_collection(
             LineCollection(
-                chords, colors=INTER_CLASS_COLOR, linewidths=linewidth, alpha=edge_alpha, zorder=1
+                chords,
+                colors=INTER_CLASS_COLOR,
+                linewidths=linewidth,
+                alpha=edge_alpha,
+                zorder=1,
+                rasterized=True,
             )
         )
     if intra.any():
@@ -462,10 +470,23 @@ def _draw_ring(
         colors = [color_of[c] for c in labels[src[intra]]]
         ax.add_collection(
             LineCollection(
-                curves, colors=colors, linewidths=linewidth * 1.5, alpha=edge_alpha, zorder=2
+                curves,
+                colors=colors,
+                linewidths=linewidth * 1.5,
+                alpha=edge_alpha,
+                zorder=2,
+                rasterized=True,
             )
         )
-    ax.scatter(pos[:, 0], pos[:, 1], s=1.5, c=[color_of[c] for c in labels], linewidths=0, zorder=3)
+    ax.scatter(
+        pos[:, 0],
+        pos[:, 1],
+        s=1.5,
+        c=[color_of[c] for c in labels],
+        linewidths=0,
+        zorder=3,
+        rasterized=True,
+    )
     ax.set_xlim(-1.08, 1.08)
     ax.set_ylim(-1.08, 1.08)
     ax.set_aspect("equal")
@@ -598,10 +619,12 @@ def ring_gif_bytes(
     """
     from PIL import Image
 
+    from dnn_modularity.progress import track
+
     if not layers:
         raise ValueError("ring_gif_bytes needs at least one layer, got 0")
     frames = []
-    for layer in layers:
+    for layer in track(layers, "ring: GIF frames", unit="frames"):
         fig = plot_ring(
             layer, class_names=class_names, figsize=figsize, max_edges_drawn=max_edges_drawn
         )

@@ -345,13 +345,17 @@ def measure_curve(model: nn.Module, datamodule: Any, cfg: DictConfig, out_dir: P
         The :class:`Curve`.
     """
     from dnn_modularity.analysis.common import AnalysisOutput, save_output, summarize_rows
-    from dnn_modularity.data.probe import ProbeSet
+    from dnn_modularity.data.probe import ProbeSet, check_probe_size
 
     measure = _check_measure(str(cfg.measure))
     probe = cfg.probe
     n, k = int(probe.n), int(cfg.graph.k)
-    if measure == "modularity" and n <= k:
-        raise ValueError(f"probe.n={n} must be larger than graph.k={k}")
+    check_probe_size(
+        n,
+        getattr(datamodule, "num_classes", None),
+        k=k if measure == "modularity" else None,
+        dataset=getattr(datamodule, "name", None),
+    )
     probes = [
         ProbeSet.from_datamodule(
             datamodule,
@@ -431,13 +435,24 @@ def _make_module(cfg: DictConfig, net: nn.Module, datamodule: Any, parent: Any) 
 
 
 def _finetune(
-    cfg: DictConfig, module: Any, datamodule: Any, run_dir: Path, loggers: list[Any]
+    cfg: DictConfig,
+    module: Any,
+    datamodule: Any,
+    run_dir: Path,
+    loggers: list[Any],
+    what: str = "fine-tune",
 ) -> dict[str, Any]:
-    """Fine-tune ``module`` with ``cfg.trainer`` + TRAIN's callbacks; test; return the record."""
+    """Fine-tune ``module`` with ``cfg.trainer`` + TRAIN's callbacks; test; return the record.
+
+    ``what`` names the fine-tune in its progress lines (start, epochs with ETA, end).
+    """
     import lightning.pytorch as L
+
+    from dnn_modularity.callbacks.progress import EpochProgress
 
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     callbacks = build_callbacks(cfg.get("callbacks"), run_dir)
+    callbacks.append(EpochProgress(what))  # epochs done and an ETA in the log, not only on a TTY
     trainer = build_trainer(cfg.trainer, run_dir, callbacks=callbacks, loggers=loggers)
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule)
@@ -494,7 +509,9 @@ def _prune_and_finetune(
         require_outputs(missing_outputs({"pruned network checkpoint": init_ckpt}), run_dir)
 
     if bool(cfg.get("finetune", True)):
-        ft = _finetune(cfg, module, datamodule, run_dir, loggers)
+        removed = ", ".join(decision.removed)
+        what = f"fine-tune of the pruned network (without {removed})"
+        ft = _finetune(cfg, module, datamodule, run_dir, loggers, what)
     else:
         # No fine-tuning: the "after FT" cells stay empty rather than repeat the "before" ones.
         ft = {"acc": None, "epochs": 0, "seconds": 0.0, "checkpoint": str(init_ckpt)}
@@ -828,17 +845,6 @@ def _sweep_row(
     }
 
 
-def _check_fits(parent: Any, datamodule: Any, ckpt_path: str) -> None:
-    arch = parent.net.arch_config()
-    for key in ("num_classes", "in_channels"):
-        want, got = getattr(datamodule, key, None), arch.get(key)
-        if want is not None and got is not None and int(want) != int(got):
-            raise ValueError(
-                f"checkpoint {ckpt_path!r} has {key}={got} but data={datamodule.name} has "
-                f"{key}={want}; pass the data the model was trained on (e.g. data=cifar10)"
-            )
-
-
 def prune(cfg: DictConfig) -> dict[str, Any]:
     """Prune a trained classifier by its modularity curve, fine-tune, and tabulate.
 
@@ -856,7 +862,7 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
     """
     import lightning.pytorch as L
 
-    from dnn_modularity.models.classifier import load_classifier
+    from dnn_modularity.models.classifier import check_model_fits_data, load_classifier
     from dnn_modularity.pruning import RULES
 
     if not cfg.get("ckpt_path"):
@@ -870,7 +876,12 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
     parent = load_classifier(str(cfg.ckpt_path))
     datamodule = instantiate(cfg.data)
     datamodule.setup()
-    _check_fits(parent, datamodule, str(cfg.ckpt_path))
+    check_model_fits_data(
+        parent.net.arch_config(),
+        datamodule,
+        f"checkpoint {str(cfg.ckpt_path)!r}",
+        parent.hparams.get("data"),
+    )
     # Claimed after the checks above, so a refused config leaves no folder behind.
     run_dir = prepare_run_dir(cfg, hydra_config(), inputs=[cfg.ckpt_path, cfg.get("curve")])
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
@@ -915,7 +926,9 @@ def prune(cfg: DictConfig) -> dict[str, Any]:
             # The unpruned parent fine-tuned with the same recipe: separates the effect of
             # removing layers from the effect of the extra training epochs.
             control = _make_module(cfg, parent.net, datamodule, parent)
-            acc_control = _finetune(cfg, control, datamodule, run_dir / "control", [])["acc"]
+            acc_control = _finetune(
+                cfg, control, datamodule, run_dir / "control", [], "fine-tune of the parent"
+            )["acc"]
             del control
 
         rows: list[dict[str, Any]] = []

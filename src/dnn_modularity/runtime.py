@@ -383,6 +383,9 @@ def build_trainer(
     Returns:
         A `lightning.pytorch.Trainer`.
     """
+    from dnn_modularity.console import silence_known_noise
+
+    silence_known_noise()  # Lightning's litlogger tip (emitted in Trainer.__init__) and more
     return instantiate(
         node,
         callbacks=list(callbacks),
@@ -413,7 +416,7 @@ def build_classifier(
     Returns:
         The (freshly initialised) `ImageClassifier`.
     """
-    from dnn_modularity.models.classifier import ImageClassifier
+    from dnn_modularity.models.classifier import ImageClassifier, data_identity
 
     module = ImageClassifier(
         net_config=net_config,
@@ -421,6 +424,7 @@ def build_classifier(
         std=datamodule.std if std is None else std,
         optimizer=plain_or_none(cfg.get("optimizer")),
         scheduler=plain_or_none(cfg.get("scheduler")),
+        data=data_identity(datamodule),
         **OmegaConf.to_container(cfg.get("module") or {}, resolve=True),  # type: ignore[arg-type]
     )
     # Lightning's model summary counts FLOPs and shapes only with an example input

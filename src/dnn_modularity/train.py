@@ -78,7 +78,7 @@ def _ddp_relaunches(trainer_cfg: Any) -> bool:
 def check_config(cfg: DictConfig, hydra_cfg: Any | None = None) -> None:
     """Fail early, with a clear message, on configurations that cannot work.
 
-    Checks: a known model name; probe N > graph k; no `--multirun` sweep of DDP jobs under a
+    Checks: a known model name; no `--multirun` sweep of DDP jobs under a
     launcher that breaks Lightning's re-launch (basic, joblib, submitit_local).
 
     Args:
@@ -95,13 +95,6 @@ def check_config(cfg: DictConfig, hydra_cfg: Any | None = None) -> None:
         check_model_name(cfg.model.get("name"))
     except UnknownModelError as err:
         raise UnknownModelError(f"{err} (model.name)") from None
-    if "modularity" in (cfg.get("callbacks") or {}):
-        n, k = int(cfg.probe.n), int(cfg.graph.k)
-        if n <= k:
-            raise ValueError(
-                f"probe.n={n} must be larger than graph.k={k}: every node of the k-NN graph needs "
-                "k other nodes; raise probe.n or lower graph.k"
-            )
     if hydra_cfg is not None:
         from hydra.types import RunMode
 
@@ -152,7 +145,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     import lightning.pytorch as L
 
     from dnn_modularity.callbacks import ModularityMonitor
+    from dnn_modularity.callbacks.progress import EpochProgress
     from dnn_modularity.checkpoints import load_checkpoint
+    from dnn_modularity.data.probe import check_probe_size
     from dnn_modularity.loggers import RunCSVLogger
 
     hydra_cfg = hydra_config()
@@ -162,6 +157,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         cfg.run_dir = str(resolve_run_dir(cfg, hydra_cfg))
     run_dir = Path(cfg.run_dir)
     callbacks = build_callbacks(cfg.get("callbacks"), run_dir)
+    callbacks.append(EpochProgress("training"))  # epochs + ETA in the log, not only on a TTY
     monitors = [cb for cb in callbacks if isinstance(cb, ModularityMonitor)]
     if resume is not None:
         for monitor in monitors:  # refused before the run folder is touched
@@ -171,6 +167,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)  # raises early on a missing dataset folder
+    if "modularity" in (cfg.get("callbacks") or {}):
+        # Probe N > graph k and N > the number of classes, as in analyze and prune.
+        check_probe_size(
+            int(cfg.probe.n), datamodule.num_classes, k=int(cfg.graph.k), dataset=datamodule.name
+        )
     module = build_classifier(
         cfg,
         OmegaConf.to_container(cfg.model, resolve=True),  # type: ignore[arg-type]

@@ -27,7 +27,8 @@ REPO = CONF_DIR.parent
 
 def _compose(config: str, overrides: list[str]):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config, overrides=overrides)
+        # digits: the quick checkpoint (the no-argument default data is cluttered_digits)
+        return compose(config, overrides=["data=digits", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +112,10 @@ def test_cli_adversarial_runs_all_six_attacks(trained_run, tmp_path):
             "dnn_modularity.analyze",
             f"ckpt_path={trained_run / 'checkpoints' / 'last.ckpt'}",
             "analysis=adversarial",
+            "data=digits",
             "probe.n=40",
             "attack_iteration_cap=2",
-            "analysis.progress=false",
+            "analysis.cpu_caps.jsma.max_images=20",
             "num_threads=1",
             f"run_dir={tmp_path}",
         ],
@@ -133,3 +135,15 @@ def test_cli_adversarial_runs_all_six_attacks(trained_run, tmp_path):
     keys = {r["key"] for r in read_csv_rows(tmp_path / "adversarial.csv")}
     assert "adv_fgsm/modularity/layer_07" in keys and "modularity/layer_07" in keys
     assert (tmp_path / "figures" / "adversarial.png").exists()
+    # On a CPU the slow attacks are capped, and the log and the record say so.
+    console = proc.stdout + proc.stderr
+    assert "CW on CPU: capped binary_search_steps 9 -> 5, max_iterations 10000 -> 100" in console
+    assert "JSMA on CPU: capped max_images 40 -> 20" in console
+    capped = json.loads((tmp_path / "adversarial.json").read_text())["capped"]
+    assert capped["cw"]["max_iterations"] == {"original": 10000, "used": 100}
+    assert capped["jsma"] == {"max_images": {"original": 40, "used": 20}}
+    assert "fgsm" not in capped and summary["fgsm"]["capped"] == ""
+    assert "max_iterations" in summary["cw"]["capped"] and summary["jsma"]["n_images"] == "20"
+    # Each attack logs its start and its end with the duration (a log file sees it).
+    for name in ("FGSM", "PGD", "JSMA", "CW", "OnePixel", "LocalSearch"):
+        assert f"{name} attack: started" in console and f"{name} attack: done in" in console

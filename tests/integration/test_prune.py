@@ -54,7 +54,14 @@ def _cfg(ckpt: Path, run_dir: Path, *overrides: str):
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose(
             "prune",
-            overrides=[f"ckpt_path={ckpt}", f"run_dir={run_dir}", *QUIET, *overrides],
+            # digits: the parent's data (the no-argument default data is cluttered_digits)
+            overrides=[
+                "data=digits",
+                f"ckpt_path={ckpt}",
+                f"run_dir={run_dir}",
+                *QUIET,
+                *overrides,
+            ],
         )
 
 

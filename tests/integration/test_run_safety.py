@@ -24,6 +24,7 @@ from dnn_modularity.runtime import OutputsMissingError
 from dnn_modularity.train import CONF_DIR, train
 
 FAST = [
+    "data=digits",  # the quick digits runs (the no-argument default is cluttered_digits)
     "model=resnet20",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=3",

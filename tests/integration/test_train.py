@@ -21,6 +21,7 @@ from dnn_modularity.models.classifier import ImageClassifier, load_classifier
 from dnn_modularity.train import CONF_DIR, check_config, resolve_wandb_mode, train
 
 FAST = [
+    "data=digits",  # the quick digits runs (the no-argument default is cluttered_digits)
     "model=resnet20",
     "trainer.max_epochs=2",
     "trainer.limit_train_batches=3",
@@ -315,11 +316,11 @@ def test_every_training_preset_composes_and_runs_a_fast_dev_run(
         f"data.num_classes={num_classes}",
         f"data.in_channels={recipe.data.in_channels}",
         "data.batch_size=4",
-        "data.test_size=64",
+        f"data.test_size={max(64, 2 * num_classes + 2)}",
         "trainer=cpu",
         "debug=fast_dev_run",
         "trainer.enable_progress_bar=false",
-        "probe.n=20",
+        f"probe.n={max(20, num_classes + 1)}",  # N must exceed the number of classes
     ]
     result = train(make_cfg(tmp_path, *overrides))
     assert math.isfinite(result["test"]["test/acc"])

@@ -17,6 +17,7 @@ from dnn_modularity.data import DigitsDataModule
 from dnn_modularity.models.classifier import load_classifier
 
 FAST = [
+    "data=digits",  # the quick digits runs (the no-argument default is cluttered_digits)
     "model=resnet20",
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=3",

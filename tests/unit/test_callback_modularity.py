@@ -169,7 +169,7 @@ def test_state_dict_round_trip() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"n": 3, "k": 3}, "probe N=3 must be larger than graph k=3"),
+        ({"n": 3, "k": 3}, "probe.n=3 must be larger than graph.k=3"),
         ({"metric": "euclid"}, "'euclid' is not one of"),
         ({"strategy": "random"}, "'random' is not one of"),
         ({"feature_mode": "all"}, "feature_mode 'all'"),

@@ -119,11 +119,15 @@ def test_model_and_dataset_give_the_papers_recipe():
 
 def test_the_no_argument_run_is_the_demo():
     cfg = _compose("train", [])
-    assert cfg.recipe.name == "demo" and cfg.recipe.data == "digits"
-    assert cfg.model.name == "resnet56" and cfg.trainer.max_epochs == 20
-    assert cfg.optimizer.lr == 0.02 and cfg.num_threads == 1
-    assert OmegaConf.to_container(cfg.scheduler, resolve=True)["milestones"] == [10, 15]
-    assert cfg.name == "digits_resnet56"
+    assert cfg.recipe.name == "demo" and cfg.recipe.data == "cluttered_digits"
+    assert cfg.model.name == "resnet20" and cfg.trainer.max_epochs == 15
+    assert cfg.optimizer.lr == 0.1 and cfg.num_threads is None
+    assert OmegaConf.to_container(cfg.scheduler, resolve=True)["milestones"] == [8, 12]
+    assert cfg.name == "cluttered_digits_resnet20"
+    # plain digits keeps the shorter demo recipe
+    cfg = _compose("train", ["data=digits"])
+    assert cfg.recipe.data == "digits" and cfg.optimizer.lr == 0.02 and cfg.num_threads == 1
+    assert cfg.trainer.max_epochs == 20
 
 
 def test_every_dataset_has_a_recipe():

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
-from dnn_modularity.data.probe import ProbeSet, class_quotas, sample_probe_indices
+from dnn_modularity.data.probe import (
+    ProbeSet,
+    ProbeSizeError,
+    check_probe_labels,
+    check_probe_size,
+    class_quotas,
+    sample_probe_indices,
+)
 
 
 @pytest.fixture
@@ -112,3 +121,61 @@ def test_probe_set_from_datamodule_matches_indices() -> None:
         "disjoint": True,
         "dataset": "tiny",
     }
+
+
+@pytest.mark.parametrize(
+    ("n", "num_classes", "k", "match"),
+    [
+        (5, 10, 3, r"probe\.n=5 must be larger than the number of classes \(10, data=digits\)"),
+        (10, 10, 3, r"probe\.n=10 must be larger than the number of classes.*probe\.n >= 20"),
+        (3, 10, 3, r"probe\.n=3 must be larger than graph\.k=3"),
+    ],
+)
+def test_probe_size_check_refuses_sizes_without_a_curve(
+    n: int, num_classes: int, k: int, match: str
+) -> None:
+    with pytest.raises(ProbeSizeError, match=match):
+        check_probe_size(n, num_classes, k=k, dataset="digits")
+
+
+def test_probe_size_check_accepts_enough_samples() -> None:
+    check_probe_size(11, 10, k=3)
+    check_probe_size(5, None, k=3)  # classes unknown: only N > k
+    check_probe_size(2, 1, k=None)  # no k-NN graph (paper 2's M): only N > C
+
+
+def test_balanced_probe_below_the_class_count_gives_an_all_negative_curve() -> None:
+    """Why N <= C is refused: one sample per class, no same-class neighbour, Q < 0 everywhere."""
+    from dnn_modularity.graph import knn_modularity
+
+    labels = torch.arange(200) % 10
+    picked = sample_probe_indices(labels, 5, seed=0)
+    assert len(torch.unique(labels[picked])) == 5  # five classes, one sample each
+    features = torch.randn(5, 16) + 3 * torch.nn.functional.one_hot(labels[picked], 16)
+    assert knn_modularity(features, labels[picked], k=3) < 0
+
+
+def test_probe_label_check_warns_about_missing_and_single_classes() -> None:
+    with pytest.warns(UserWarning, match=r"holds no sample of class\(es\) \[3\] of the 4 classes"):
+        check_probe_labels(torch.tensor([0, 0, 1, 1, 2, 2]), 4, dataset="tiny")
+    with pytest.warns(UserWarning, match=r"single sample of class\(es\) \[2\].*probe\.n >= 6"):
+        check_probe_labels(torch.tensor([0, 0, 1, 1, 2]), 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_probe_labels(torch.tensor([0, 0, 1, 1, 2, 2]), 3)  # complete: silent
+
+
+class _NoClassTwoDM(_TinyDM):
+    """A test split without any sample of class 2 (of 3): balanced cannot give it a sample."""
+
+    num_classes = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.labels = torch.arange(12) % 2
+
+
+def test_balanced_probe_that_cannot_give_every_class_a_sample_warns() -> None:
+    with pytest.warns(UserWarning, match=r"no sample of class\(es\) \[2\].*test split has no"):
+        probe = ProbeSet.from_datamodule(_NoClassTwoDM(), 6)
+    assert sorted(set(probe.labels.tolist())) == [0, 1]

@@ -178,8 +178,13 @@ def layer_features(
     taps: Any = "block",
     batch_size: int = 256,
     dtype: torch.dtype | None = None,
+    what: str | None = None,
+    quiet: bool = True,
 ) -> Iterator[tuple[Any, Tensor]]:
     """``(TapPoint, features (n, D))`` per layer, one layer in memory at a time.
+
+    The pass reports its progress to the log (:class:`dnn_modularity.progress.Progress`, one
+    unit per layer, including the caller's work on each layer's features).
 
     Args:
         model: Takes images in [0, 1] (``Normalized``); put in eval mode here.
@@ -187,12 +192,22 @@ def layer_features(
         taps: Tap selection understood by :func:`dnn_modularity.taps.resolve_taps`.
         batch_size: Images per forward pass.
         dtype: Optional feature dtype (e.g. ``torch.float16`` to halve memory).
+        what: Name of the pass in the progress lines (default ``layer pass (N=n)``).
+        quiet: Log only a pass that outlasts the progress interval (True) or always start,
+            progress and end lines (False).
     """
-    from dnn_modularity.taps import iter_layer_features
+    from dnn_modularity.progress import track
+    from dnn_modularity.taps import iter_layer_features, resolve_taps
 
     model.eval()
     batches = image_batches(images, batch_size, model_device(model))
-    yield from iter_layer_features(model, batches, taps=taps, dtype=dtype)
+    yield from track(
+        iter_layer_features(model, batches, taps=taps, dtype=dtype),
+        what or f"layer pass (N={len(images)})",
+        total=len(resolve_taps(model, taps)),
+        unit="layers",
+        quiet=quiet,
+    )
 
 
 def layer_modularity(
@@ -206,6 +221,7 @@ def layer_modularity(
     batch_size: int = 256,
     block_size: int | None = None,
     dtype: torch.dtype | None = None,
+    what: str | None = None,
 ) -> LayerCurve:
     """Paper 1's modularity curve (Sec. 3.2, Eqs. 1 and 3).
 
@@ -222,6 +238,7 @@ def layer_modularity(
         batch_size: Images per forward pass.
         block_size: Row block of the engine's blockwise similarity (None: engine default).
         dtype: Optional feature dtype.
+        what: Name of the pass in progress lines (logged only when it outlasts the interval).
 
     Returns:
         The :class:`LayerCurve`.
@@ -236,7 +253,12 @@ def layer_modularity(
     start = time.perf_counter()
     curve = LayerCurve(values={name: [] for name in label_sets})
     for point, features in layer_features(
-        model, images, taps=taps, batch_size=batch_size, dtype=dtype
+        model,
+        images,
+        taps=taps,
+        batch_size=batch_size,
+        dtype=dtype,
+        what=what or f"modularity curve (N={len(images)}, k={k})",
     ):
         graph = knn_graph(features, k=k, metric=metric, block_size=block_size)
         curve.indices.append(int(point.index))
@@ -324,14 +346,23 @@ def _ordered_columns(rows: Sequence[Mapping[str, Any]], *, all_lead: bool = Fals
 
 
 def save_output(
-    output: AnalysisOutput, out_dir: str | Path, *, dpi: int | None = None
+    output: AnalysisOutput,
+    out_dir: str | Path,
+    *,
+    dpi: int | None = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Write an :class:`AnalysisOutput` atomically and close its figures.
+
+    The JSON record is written last, after the figures, so that with ``started`` its
+    ``total_seconds`` covers the figure writing too.
 
     Args:
         output: What to write.
         out_dir: Run directory.
         dpi: PNG resolution (default: the figures' own, :data:`plots_analysis.DPI`).
+        started: ``time.perf_counter()`` at the start of the command: sets
+            ``meta["total_seconds"]`` just before the JSON record is written.
 
     Returns:
         ``{"records": [paths], "figures": {name: [png, pdf]}, "files": [paths]}``.
@@ -339,6 +370,7 @@ def save_output(
     import matplotlib.pyplot as plt
 
     from dnn_modularity.plots_analysis import DPI
+    from dnn_modularity.progress import Progress
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -359,15 +391,24 @@ def save_output(
                 _ordered_columns(output.summary),
             )
         )
+    figures = {}
+    with Progress(
+        f"{output.name}: writing figures",
+        len(output.figures),
+        unit="figures",
+        enabled=bool(output.figures),
+    ) as progress:
+        for name, fig in output.figures.items():
+            figures[name] = atomic_save_figure(fig, out_dir / "figures" / name, dpi=dpi or DPI)
+            plt.close(fig)
+            progress.advance()
+    files = [atomic_write_bytes(out_dir / rel, data) for rel, data in output.files.items()]
+    if started is not None:
+        output.meta["total_seconds"] = time.perf_counter() - started
     records.append(
         write_json(
             out_dir / f"{output.name}.json",
             {"analysis": output.name, **output.meta, "metrics": output.metrics},
         )
     )
-    figures = {}
-    for name, fig in output.figures.items():
-        figures[name] = atomic_save_figure(fig, out_dir / "figures" / name, dpi=dpi or DPI)
-        plt.close(fig)
-    files = [atomic_write_bytes(out_dir / rel, data) for rel, data in output.files.items()]
     return {"records": records, "figures": figures, "files": files}

@@ -7,8 +7,9 @@ to turn the composed ``analyze`` config into those tensors and to write and log 
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from torch import nn
 
 from dnn_modularity.analysis.common import AnalysisOutput, resolve_device, save_output
 from dnn_modularity.io import atomic_write_text
+from dnn_modularity.models.classifier import check_model_fits_data, load_classifier
 from dnn_modularity.runtime import (
     build_loggers,
     claim_config_run_dir,
@@ -29,6 +31,7 @@ from dnn_modularity.runtime import (
 
 __all__ = [
     "Context",
+    "command_clock",
     "finish",
     "load_context",
     "load_model",
@@ -37,6 +40,26 @@ __all__ = [
 ]
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+#: ``time.perf_counter()`` at the entry of the running ``analyze`` command (see
+#: :func:`command_clock`): the durations a run records are then the command's wall time, not
+#: only the time after its data and model were loaded.
+_COMMAND_STARTED: float | None = None
+
+
+@contextlib.contextmanager
+def command_clock(started: float) -> Iterator[None]:
+    """Within the block, :func:`load_context` times the run from ``started``.
+
+    Args:
+        started: ``time.perf_counter()`` at the entry of the command.
+    """
+    global _COMMAND_STARTED
+    previous, _COMMAND_STARTED = _COMMAND_STARTED, float(started)
+    try:
+        yield
+    finally:
+        _COMMAND_STARTED = previous
 
 
 @dataclass
@@ -55,7 +78,8 @@ class Context:
         class_names: Class names by label, when the dataset has them.
         model_name: Architecture name for titles.
         loggers: Lightning loggers to send figures/tables/metrics to.
-        started: ``time.perf_counter()`` at load.
+        started: ``time.perf_counter()`` at the entry of the command (inside
+            :func:`command_clock`), else at load.
     """
 
     cfg: Any
@@ -94,18 +118,6 @@ def load_model(ckpt_path: str, device: torch.device | str = "cpu") -> nn.Module:
     return classifier.model.eval()
 
 
-def _check_model_fits_data(model: nn.Module, dm: Any, where: str) -> None:
-    arch = model.arch_config() if hasattr(model, "arch_config") else {}
-    for key in ("num_classes", "in_channels"):
-        expected = getattr(dm, key, None)
-        got = arch.get(key)
-        if got is not None and expected is not None and int(got) != int(expected):
-            raise ValueError(
-                f"{where} has {key}={got} but data={dm.name} has {key}={expected}; choose the "
-                f"data the model was trained on (e.g. data=cifar10)"
-            )
-
-
 def load_context(cfg: Any, *, need_model: bool = True) -> Context:
     """Build the :class:`Context` of a run from the composed ``analyze`` config.
 
@@ -127,8 +139,10 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
     model = None
     model_name = "model"
     if need_model:
+        trained_on = None
         if cfg.get("ckpt_path"):
-            model = load_model(str(cfg.ckpt_path), device)
+            classifier = load_classifier(str(cfg.ckpt_path), map_location=device)
+            model, trained_on = classifier.model.eval(), classifier.hparams.get("data")
             where = f"checkpoint {cfg.ckpt_path}"
         elif cfg.get("model"):
             from omegaconf import OmegaConf
@@ -145,7 +159,7 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
                 f"analysis={analysis} needs a model: pass ckpt_path=<run>/checkpoints/<file>.ckpt "
                 "(or model=<name> for an untrained network)"
             )
-        _check_model_fits_data(model, datamodule, where)
+        check_model_fits_data(model.arch_config(), datamodule, where, trained_on)
         model_name = str(model.arch_config().get("name", "model"))
     dtype_name = cfg.get("feature_dtype")
     if dtype_name is not None and str(dtype_name) not in _DTYPES:
@@ -170,7 +184,8 @@ def load_context(cfg: Any, *, need_model: bool = True) -> Context:
         feature_dtype=_DTYPES[str(dtype_name)] if dtype_name is not None else None,
         class_names=list(class_names) if class_names else None,
         model_name=model_name,
-        # A subfolder: the records own the run folder.
+        started=_COMMAND_STARTED if _COMMAND_STARTED is not None else time.perf_counter(),
+        # A subfolder: the records own the run folder (CSVLogger would warn about it).
         loggers=build_loggers(
             cfg.get("logger"),
             out_dir / "logs",
@@ -198,11 +213,19 @@ def probe_sets(
 
     Returns:
         ``ProbeSet`` objects, images in [0, 1] on the CPU.
+
+    Raises:
+        ValueError: A probe size the curve cannot use (``check_probe_size``: N <= classes).
     """
-    from dnn_modularity.data.probe import ProbeSet
+    from dnn_modularity.data.probe import ProbeSet, check_probe_size
 
     probe = ctx.cfg.probe
     n = int(probe.n) if n is None else int(n)
+    check_probe_size(
+        n,
+        getattr(ctx.datamodule, "num_classes", None),
+        dataset=getattr(ctx.datamodule, "name", None),
+    )
     strategy = str(probe.get("strategy", "balanced")) if strategy is None else strategy
     disjoint = bool(probe.get("disjoint", True)) if disjoint is None else bool(disjoint)
     return [
@@ -292,9 +315,9 @@ def finish(ctx: Context, output: AnalysisOutput) -> dict[str, Any]:
     output.meta.setdefault("model", ctx.model_name)
     output.meta.setdefault("data", getattr(ctx.datamodule, "name", None))
     output.meta.setdefault("ckpt_path", ctx.cfg.get("ckpt_path"))
-    output.meta["total_seconds"] = time.perf_counter() - ctx.started
     atomic_write_text(ctx.out_dir / "config.yaml", OmegaConf.to_yaml(ctx.cfg, resolve=True))
-    written = save_output(output, ctx.out_dir)
+    # total_seconds: from the command's entry to the last figure (set inside save_output).
+    written = save_output(output, ctx.out_dir, started=ctx.started)
     log_artifacts(
         ctx.loggers,
         output.name,

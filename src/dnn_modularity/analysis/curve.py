@@ -33,6 +33,7 @@ from dnn_modularity.analysis.common import (
     summarize_rows,
 )
 from dnn_modularity.plots_analysis import CurveSeries, plot_curve_series
+from dnn_modularity.progress import track
 
 __all__ = ["VARIANTS", "as_probe", "curve_analysis", "rise", "run"]
 
@@ -122,7 +123,9 @@ def curve_analysis(
     timings: dict[str, float] = {"trained": 0.0, "random_init": 0.0}
     names: list[str] = []
     tap_name = taps if isinstance(taps, str) else "custom"
-    for repeat, probe in enumerate(probes):
+    switches = (("trained", True), ("shuffled", shuffled_null), ("random init", random_init))
+    variants = ", ".join(v for v, on in switches if on)
+    for repeat, probe in enumerate(track(probes, f"curve: {variants}", unit="probe sets")):
         images, labels, probe_seed = as_probe(probe)
         row_seed = probe_seed if probe_seed is not None else seed + repeat
         label_sets = {"trained": labels}
@@ -237,6 +240,7 @@ def run(cfg: Any) -> dict[str, Any]:
         The run summary of :func:`dnn_modularity.analysis.context.finish`.
     """
     from dnn_modularity.analysis.context import finish, load_context, probe_sets
+    from dnn_modularity.data.probe import ProbeSizeError
 
     ctx = load_context(cfg)
     a = cfg.analysis
@@ -247,7 +251,7 @@ def run(cfg: Any) -> dict[str, Any]:
     try:
         probes = probe_sets(ctx, repeats=repeats, disjoint=disjoint)
     except ValueError as error:
-        if not disjoint or a.get("disjoint") is not None:
+        if isinstance(error, ProbeSizeError) or not disjoint or a.get("disjoint") is not None:
             raise
         # e.g. digits: 54 test images per class cannot give 5 disjoint sets of 50 per class.
         fallback = f"independent draws: {error}"

@@ -82,7 +82,13 @@ def difference_analysis(
     curve: list[float] = []
     features: list[Tensor] = []
     for point, feats in layer_features(
-        model, images, taps=taps, batch_size=batch_size, dtype=dtype
+        model,
+        images,
+        taps=taps,
+        batch_size=batch_size,
+        dtype=dtype,
+        what=f"difference: Q and features for CKA (N={len(labels)})",
+        quiet=False,
     ):
         curve.append(
             float(knn_modularity(feats, labels, k=k, metric=metric, block_size=block_size))

@@ -31,6 +31,7 @@ from dnn_modularity.analysis.common import (
 )
 from dnn_modularity.io import read_csv_rows
 from dnn_modularity.plots_analysis import plot_dynamics
+from dnn_modularity.progress import track
 
 __all__ = [
     "ACCURACY_KEYS",
@@ -331,7 +332,8 @@ def dynamics_from_checkpoints(
     rows: list[dict[str, Any]] = []
     accuracy: dict[int, float] = {}
     tap_name = taps if isinstance(taps, str) else "custom"
-    for epoch, model in sorted(checkpoints, key=lambda pair: pair[0]):
+    ordered = sorted(checkpoints, key=lambda pair: pair[0])
+    for epoch, model in track(ordered, "dynamics: curves of the checkpoints", unit="checkpoints"):
         curve = layer_modularity(
             model,
             images,

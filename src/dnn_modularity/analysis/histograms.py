@@ -77,7 +77,13 @@ def histogram_analysis(
     metrics: dict[str, float] = {}
     middle = (value_range[0] + value_range[1]) / 2
     for point, feats in layer_features(
-        model, images, taps=taps, batch_size=batch_size, dtype=dtype
+        model,
+        images,
+        taps=taps,
+        batch_size=batch_size,
+        dtype=dtype,
+        what=f"histograms: all-pairs similarities (N={len(images)})",
+        quiet=False,
     ):
         hist = similarity_histogram(
             feats, bins=bins, range=tuple(value_range), metric=metric, block_size=block_size

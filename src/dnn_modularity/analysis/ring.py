@@ -115,7 +115,13 @@ def ring_analysis(
     names: list[str] = []
     label_np = labels.numpy()
     for point, feats in layer_features(
-        model, images, taps=taps, batch_size=batch_size, dtype=dtype
+        model,
+        images,
+        taps=taps,
+        batch_size=batch_size,
+        dtype=dtype,
+        what=f"ring: top-{num_edges} graphs, M and Q (N={len(labels)})",
+        quiet=False,
     ):
         graph = top_edges_graph(feats, num_edges=num_edges, metric=metric, block_size=block_size)
         sep = class_separation(graph, labels)

@@ -20,6 +20,7 @@ computes exactly the single-process value (same weights -> same curve), and rank
 from __future__ import annotations
 
 import ast
+import logging
 import math
 import os
 import time
@@ -33,11 +34,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
-from dnn_modularity.data.probe import STRATEGIES, ProbeSet
+from dnn_modularity.data.probe import STRATEGIES, ProbeSet, check_probe_size
 from dnn_modularity.graph import METRICS, resolve_num_edges
 from dnn_modularity.io import append_csv_rows, atomic_save_figure, write_csv_rows
 from dnn_modularity.metrics import ClassSeparationModularity, KNNModularity
-from dnn_modularity.taps import LayerTaps, feature_dims, iter_layer_features
+from dnn_modularity.progress import track
+from dnn_modularity.taps import LayerTaps, feature_dims, iter_layer_features, resolve_taps
 
 __all__ = [
     "CSV_COLUMNS",
@@ -47,6 +49,8 @@ __all__ = [
     "ModularityMonitor",
     "rows_to_matrix",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Columns of `modularity.csv` (the contract's columns, the repeat index, then |E| and its density
 #: when paper 2's M is computed).
@@ -226,11 +230,7 @@ class ModularityMonitor(Callback):
         super().__init__()
         if int(k) < 1:
             raise ValueError(f"graph k={k} must be >= 1")
-        if int(n) <= int(k):
-            raise ValueError(
-                f"probe N={n} must be larger than graph k={k} (each node needs k other nodes); "
-                "raise probe.n or lower graph.k"
-            )
+        check_probe_size(n, None, k=k)  # the classes are checked once the data is known
         if metric not in METRICS:
             raise ValueError(f"similarity metric {metric!r} is not one of {tuple(METRICS)}")
         if strategy not in STRATEGIES:
@@ -620,12 +620,22 @@ class ModularityMonitor(Callback):
             with torch.no_grad():
                 if self.resolved_mode is None:
                     self._plan(model, self.probes[0].images)
+                num_layers = len(resolve_taps(model, self.taps))
                 for repeat, probe in enumerate(self.probes):
                     positions = torch.arange(len(probe))[rank::world_size]
                     labels = probe.labels[positions].to(device)
                     index = positions.to(device)
                     batches = _Batches(probe.images[positions], self.batch_size, device)
-                    for layer_index, name, feats in self._layer_features(model, batches):
+                    # Silent unless a measurement outlasts the progress interval (a big N).
+                    layers = track(
+                        self._layer_features(model, batches),
+                        f"modularity measurement (N={len(probe)}, repeat {repeat})",
+                        total=num_layers,
+                        unit="layers",
+                        quiet=True,
+                        enabled=rank == 0,
+                    )
+                    for layer_index, name, feats in layers:
                         knn.reset()
                         knn.update(feats, labels, index)
                         q = float(knn.compute())
@@ -659,8 +669,17 @@ class ModularityMonitor(Callback):
         return rows
 
     def setup_probes(self, datamodule: Any) -> None:
-        """Draw the probe sets from `datamodule` (what `setup` does inside a Trainer)."""
+        """Draw the probe sets from `datamodule` (what `setup` does inside a Trainer).
+
+        Raises:
+            ValueError: N not larger than the number of classes (`check_probe_size`).
+        """
         self.data_name = getattr(datamodule, "name", None)
+        check_probe_size(
+            self.n,
+            getattr(datamodule, "num_classes", None),
+            dataset=getattr(datamodule, "name", None),
+        )
         self.probes = [
             ProbeSet.from_datamodule(
                 datamodule, self.n, self.seed, self.strategy, repeat=r, disjoint=self.disjoint
@@ -689,6 +708,8 @@ class ModularityMonitor(Callback):
             timing["epoch_seconds"] = epoch_seconds
         self.timings.append(timing)
         self._log_scalars(trainer, rows, epoch, seconds, epoch_seconds)
+        if trainer.is_global_zero:
+            log.info(self._summary_line(rows, epoch, seconds))
         self._measured_since_figure += 1
         if (
             self.figures
@@ -697,6 +718,19 @@ class ModularityMonitor(Callback):
             and trainer.is_global_zero
         ):
             self.save_figures(trainer)
+
+    def _summary_line(self, rows: list[dict[str, Any]], epoch: int, seconds: float) -> str:
+        """One line per measurement: first, last and highest Q of the curve, and its cost."""
+        _, names, matrix = rows_to_matrix(rows)
+        curve = matrix[0].tolist() if matrix.numel() else []
+        if not curve:
+            return f"modularity after epoch {epoch}: no layers measured"
+        top = max(range(len(curve)), key=lambda i: curve[i])
+        return (
+            f"modularity after epoch {epoch}: Q {curve[0]:.3f} (layer 1) -> {curve[-1]:.3f} "
+            f"(layer {len(curve)}), max {curve[top]:.3f} at layer {top + 1} ({names[top]}); "
+            f"N={self.n}, k={self.k}, {self.repeats} probe set(s), {seconds:.2f} s"
+        )
 
     def _log_scalars(
         self,

@@ -16,15 +16,126 @@ every rank and in every later analysis.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["STRATEGIES", "ProbeSet", "class_quotas", "sample_probe_indices"]
+__all__ = [
+    "STRATEGIES",
+    "ProbeSet",
+    "ProbeSizeError",
+    "check_probe_labels",
+    "check_probe_size",
+    "class_quotas",
+    "sample_probe_indices",
+]
 
 STRATEGIES = ("balanced", "sequential")
+
+
+class ProbeSizeError(ValueError):
+    """A probe size the modularity curve cannot use (raised by :func:`check_probe_size`)."""
+
+
+def check_probe_size(
+    n: int,
+    num_classes: int | None,
+    *,
+    k: int | None = None,
+    dataset: str | None = None,
+) -> None:
+    """Refuse a probe size that cannot give a meaningful modularity curve (before any work).
+
+    The commands (train, analyze, prune) call this with the config's values as soon as they
+    know the data, so that the message is the same everywhere.
+
+    * N <= k: a node of the k-NN graph needs k *other* nodes.
+    * N <= C (the number of classes): N samples cannot hold every class and still give any
+      class a second sample. A class-balanced probe then has one sample per class (N = C) or
+      leaves classes out (N < C); no node has a neighbour of its own class, so the Newman
+      modularity with the classes as communities (paper 1, Eq. 1) is negative at every layer —
+      an all-negative curve that says nothing about the network.
+
+    Args:
+        n: Probe-set size N (``probe.n``).
+        num_classes: Number of classes C of the data (None: unknown, not checked).
+        k: Neighbours of the k-NN graph (``graph.k``; None when no k-NN graph is built).
+        dataset: Data name for the message.
+
+    Raises:
+        ProbeSizeError: A ``ValueError`` naming the bad value and the smallest valid one.
+    """
+    n = int(n)
+    if k is not None and n <= int(k):
+        raise ProbeSizeError(
+            f"probe.n={n} must be larger than graph.k={k}: every node of the k-NN graph needs "
+            "k other nodes; raise probe.n or lower graph.k"
+        )
+    if num_classes is not None and n <= int(num_classes):
+        c = int(num_classes)
+        data = f", data={dataset}" if dataset else ""
+        raise ProbeSizeError(
+            f"probe.n={n} must be larger than the number of classes ({c}{data}): {n} samples "
+            "cannot hold every class and still give any class a second sample, so no node has "
+            "a neighbour of its own class and the modularity is negative at every layer, a "
+            f"curve that says nothing about the network. Use probe.n >= {2 * c} (two samples "
+            "per class; paper 1 uses N = 500 for 10 classes)."
+        )
+
+
+def check_probe_labels(
+    labels: torch.Tensor,
+    num_classes: int | None,
+    *,
+    strategy: str = "balanced",
+    dataset: str | None = None,
+) -> None:
+    """Warn when a drawn probe set leaves classes out or holds a single sample of some class.
+
+    A class missing from a class-balanced probe means that the test split has no sample of it
+    (the sampler gives every class present at least one sample once N > C); a sequential probe
+    (the first N test samples) may simply not reach it. A class with one sample is a node
+    without a possible neighbour of its own class, which lowers Q. Both still give a curve,
+    of the classes present, so this warns with the reason instead of refusing.
+
+    Args:
+        labels: ``(N,)`` labels of the drawn probe set, in ``[0, num_classes)``.
+        num_classes: Number of classes C of the data (None: only singletons are checked).
+        strategy: The probe strategy, for the message.
+        dataset: Data name for the message.
+    """
+    labels = torch.as_tensor(labels).long().flatten()
+    classes, counts = torch.unique(labels, return_counts=True)
+    data = f"data={dataset}" if dataset else "the data"
+    if num_classes is not None:
+        missing = sorted(set(range(int(num_classes))) - set(classes.tolist()))
+        if missing:
+            why = (
+                "the test split has no sample of them"
+                if strategy == "balanced"
+                else f"the first {labels.numel()} test samples hold none of them; "
+                "strategy=balanced draws every class"
+            )
+            warnings.warn(
+                f"the probe set ({strategy}, N={labels.numel()}) holds no sample of class(es) "
+                f"{missing} of the {num_classes} classes of {data}: {why}. The curve measures "
+                "the separation of the other classes only.",
+                UserWarning,
+                stacklevel=2,
+            )
+    single = classes[counts == 1].tolist()
+    if single:
+        c = int(num_classes) if num_classes is not None else len(classes)
+        warnings.warn(
+            f"the probe set ({strategy}, N={labels.numel()}) holds a single sample of class(es) "
+            f"{single} of {data}: such a node has no neighbour of its own class, which lowers "
+            f"the modularity; use probe.n >= {2 * c} for two samples per class.",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def class_quotas(counts: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -204,6 +315,12 @@ class ProbeSet:
             raise RuntimeError(
                 f"{type(dm).__name__}: test_labels() disagrees with probe_dataset() labels"
             )
+        check_probe_labels(
+            item_labels,
+            getattr(dm, "num_classes", None),
+            strategy=strategy,
+            dataset=getattr(dm, "name", None),
+        )
         meta = {
             "n": int(n),
             "seed": int(seed),

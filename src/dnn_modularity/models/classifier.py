@@ -8,6 +8,7 @@ epochs 50 and 100) is the default optimizer and lives in the experiment presets.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -20,7 +21,19 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from dnn_modularity.models import Normalized, build_model
 
-__all__ = ["DEFAULT_OPTIMIZER", "ImageClassifier", "load_classifier"]
+__all__ = [
+    "DATA_KEYS",
+    "DEFAULT_OPTIMIZER",
+    "ImageClassifier",
+    "check_model_fits_data",
+    "data_identity",
+    "load_classifier",
+]
+
+log = logging.getLogger(__name__)
+
+#: What a checkpoint records of the data its network was trained on (`ImageClassifier(data=...)`).
+DATA_KEYS = ("name", "num_classes", "in_channels", "image_size")
 
 #: Paper 1, Sec. 4: SGD with lr 0.01, momentum 0.9, weight decay 5e-3.
 DEFAULT_OPTIMIZER: dict[str, Any] = {
@@ -71,7 +84,9 @@ class ImageClassifier(L.LightningModule):
             (`{"_target_": "torch.optim.SGD", "lr": 0.01, ...}`) or a callable; default paper 1's
             SGD (`DEFAULT_OPTIMIZER`).
         scheduler: LR-scheduler factory taking the optimizer (Hydra mapping or callable); None for
-            a constant LR.
+            a constant LR. A mapping with `total_steps: null` (e.g. `OneCycleLR`) gets the run's
+            length in scheduler steps (`trainer.estimated_stepping_batches` with interval
+            "step", `max_epochs` with "epoch").
         scheduler_interval: "epoch" or "step": when the scheduler steps.
         label_smoothing: Cross-entropy label smoothing.
         channels_last: Keep weights and inputs in channels-last memory format (faster convs on
@@ -79,6 +94,9 @@ class ImageClassifier(L.LightningModule):
         compile: `torch.compile` the forward used for training/eval (the uncompiled `.model`
             shares the weights and serves forward hooks, e.g. the modularity taps); a mapping is
             passed to `torch.compile` as keyword arguments.
+        data: What the network is trained on (`data_identity(datamodule)`: name, classes,
+            channels, image size), stored in the checkpoint so that analyses and pruning can
+            tell when they are given other data.
 
     Attributes:
         net: The bare tapped network (logits from normalised inputs).
@@ -96,6 +114,7 @@ class ImageClassifier(L.LightningModule):
         label_smoothing: float = 0.0,
         channels_last: bool = False,
         compile: bool | Mapping[str, Any] = False,
+        data: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         net_config = _plain(net_config)
@@ -114,6 +133,7 @@ class ImageClassifier(L.LightningModule):
                 "label_smoothing": float(label_smoothing),
                 "channels_last": bool(channels_last),
                 "compile": _plain(compile),
+                "data": {k: _plain(v) for k, v in data.items()} if data else None,
             }
         )
         self.net: nn.Module = build_model(**net_config)
@@ -191,11 +211,31 @@ class ImageClassifier(L.LightningModule):
         optimizer = _build_partial(spec, "optimizer")(self.parameters())
         if self.hparams.scheduler is None:
             return optimizer
-        scheduler = _build_partial(self.hparams.scheduler, "scheduler")(optimizer)
+        spec = self.hparams.scheduler
+        if isinstance(spec, Mapping) and "total_steps" in spec and spec["total_steps"] is None:
+            # `total_steps: null` (e.g. OneCycleLR): the whole run, counted in scheduler steps
+            # (optimizer steps with interval "step": epochs, batch limits, accumulation and DDP
+            # shards included).
+            spec = {**spec, "total_steps": self._run_length()}
+        scheduler = _build_partial(spec, "scheduler")(optimizer)
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval},
         }
+
+    def _run_length(self) -> int:
+        """Scheduler steps in the whole run: optimizer steps ("step") or epochs ("epoch")."""
+        trainer = self._trainer
+        if trainer is None:
+            raise RuntimeError("scheduler total_steps=null needs a Trainer (the run's length)")
+        if self.hparams.scheduler_interval == "step":
+            return int(trainer.estimated_stepping_batches)
+        if trainer.max_epochs is None or trainer.max_epochs < 1:
+            raise ValueError(
+                f"scheduler total_steps=null with interval 'epoch' needs trainer.max_epochs >= 1, "
+                f"got {trainer.max_epochs}"
+            )
+        return int(trainer.max_epochs)
 
 
 def load_classifier(
@@ -243,6 +283,7 @@ def load_classifier(
         label_smoothing=float(hparams.get("label_smoothing", 0.0)),
         channels_last=bool(hparams.get("channels_last", False)),
         compile=False,  # analysis and pruning forward through `.model` (hooks need it uncompiled)
+        data=hparams.get("data"),  # None in checkpoints written before it was recorded
     )
     module.checkpoint_recipe = {
         "optimizer": hparams.get("optimizer"),
@@ -256,3 +297,72 @@ def load_classifier(
             f"hyperparameters describe ({hparams['net_config']}): {err}"
         ) from None
     return module.to(torch.device(map_location)).eval()
+
+
+def data_identity(datamodule: Any) -> dict[str, Any]:
+    """What identifies a datamodule's data for a network: name, classes, channels, image size.
+
+    Args:
+        datamodule: One of `dnn_modularity.data`'s modules (attributes named in `DATA_KEYS`).
+
+    Returns:
+        `{key: value}` for the `DATA_KEYS` the datamodule has (plain str/int values).
+    """
+    out: dict[str, Any] = {}
+    for key in DATA_KEYS:
+        value = getattr(datamodule, key, None)
+        if value is not None:
+            out[key] = str(value) if key == "name" else int(value)
+    return out
+
+
+def check_model_fits_data(
+    arch: Mapping[str, Any],
+    datamodule: Any,
+    where: str,
+    trained_on: Mapping[str, Any] | None = None,
+) -> None:
+    """Refuse data the network cannot take; warn about data other than it was trained on.
+
+    The one check that `analyze` and `prune` run before any work: classes and input channels
+    must match the network's (`arch`, its `arch_config()`), else the run cannot work. A
+    checkpoint that records its training data (`trained_on`) and names another dataset or image
+    size still runs (a user may study other data on purpose), with a warning that says which
+    `data=` the network was trained on.
+
+    Args:
+        arch: The network's `arch_config()` (`num_classes`, `in_channels`).
+        datamodule: The data the command will use.
+        where: What the network is, for messages (e.g. `checkpoint 'x.ckpt'`).
+        trained_on: The checkpoint's `hparams.data` (`data_identity` at training), if recorded.
+
+    Raises:
+        ValueError: Classes or input channels differ, naming both values and the fix.
+    """
+    data_name = getattr(datamodule, "name", "?")
+    trained_name = (trained_on or {}).get("name")
+    fix = f"data={trained_name}" if trained_name else "the data the network was trained on"
+    for key in ("num_classes", "in_channels"):
+        want, got = getattr(datamodule, key, None), arch.get(key)
+        if want is not None and got is not None and int(want) != int(got):
+            raise ValueError(
+                f"{where} has {key}={got} but data={data_name} has {key}={want}; pass {fix} "
+                "(e.g. data=cifar10 for a CIFAR-10 network)"
+            )
+    if not trained_on:
+        return
+    here = data_identity(datamodule)
+    differ = [
+        f"{key} {trained_on[key]!r} (now {here[key]!r})"
+        for key in ("name", "image_size")
+        if key in trained_on and key in here and trained_on[key] != here[key]
+    ]
+    if differ:
+        log.warning(
+            "%s was trained on other data: %s; its curves on data=%s may say little about it. "
+            "Pass %s to measure it on its own data.",
+            where,
+            ", ".join(differ),
+            data_name,
+            fix,
+        )
