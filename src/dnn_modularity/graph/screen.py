@@ -9,6 +9,7 @@ recomputed in float32: the selection stays exact.
 
 from __future__ import annotations
 
+import time
 import warnings
 from typing import ClassVar
 
@@ -90,6 +91,7 @@ class LowPrecisionRows:
         data: (N, D) tensor of ``dtype``; rows ``[0, done)`` are valid.
         done: Rows converted so far.
         r_max: The largest residual norm among them (0.0 before any).
+        seconds: Wall time spent converting them.
     """
 
     # Rows per conversion chunk: ~2^17 entries, so the float32 residual of a chunk stays in a
@@ -101,11 +103,13 @@ class LowPrecisionRows:
         self.data = torch.empty(x.shape, dtype=dtype, device=x.device)
         self.done = 0
         self.r_max = 0.0
+        self.seconds = 0.0
 
     def convert(self, rows: int) -> Tensor:
         """Convert rows up to ``rows`` (if not yet done); return ``data[:rows]``."""
         x, start = self.x, self.done
         if rows > start:
+            clock = time.perf_counter()
             dim = max(1, x.shape[1])
             entries = self.CHUNK_ENTRIES.get(x.device.type, self.CHUNK_ENTRIES["cuda"])
             chunk = max(1, entries // dim)
@@ -118,8 +122,9 @@ class LowPrecisionRows:
                 part = residual[: c1 - c0]
                 torch.sub(x[c0:c1], low, out=part)  # float32 − low, in float32
                 torch.linalg.vector_norm(part, dim=1, out=norms[c0 - start : c1 - start])
-            self.r_max = max(self.r_max, float(norms.max()))
+            self.r_max = max(self.r_max, float(norms.max()))  # (waits for a GPU's work)
             self.done = rows
+            self.seconds += time.perf_counter() - clock
         return self.data[:rows]
 
 
