@@ -19,7 +19,7 @@ from graph_reference import (
 )
 
 from dnn_modularity.graph import kernels, knn_graph, knn_modularity, normalize_features
-from dnn_modularity.graph.knn import _StripSweep, choose_kernel
+from dnn_modularity.graph.knn import _StripSweep, choose_kernel, knn_keys
 
 SLOW_BF16 = {torch.float32: 1.0, torch.bfloat16: 8.0}  # AVX2 EPYC: bf16 matmul ~8x slower
 FAST_BF16 = {torch.float32: 1.0, torch.bfloat16: 0.25}  # AMX Xeon: bf16 ~4x faster
@@ -177,3 +177,138 @@ def test_every_forced_kernel_gives_the_same_graph(kernel):
     np.testing.assert_allclose(
         list(graph.values()), list(reference.values()), rtol=0, atol=float32_dot_bound(200)
     )
+
+
+# --- the symmetric float32 products (numpy's BLAS syrk, or torch's triangular sub-strips) ------
+
+
+def test_symmetric_product_writes_an_exactly_symmetric_block_in_place(monkeypatch):
+    monkeypatch.delenv(kernels.SYMMETRIC_ENV, raising=False)
+    x = normalize_features(torch.randn(300, 70, generator=torch.Generator().manual_seed(20)))
+    out = torch.full((200, 290), float("nan"))
+    assert kernels.symmetric_product(x[10:210], out[:, :200])  # a column block of a strip
+    block = out[:, :200]
+    assert torch.equal(block, block.T)
+    assert out[:, 200:].isnan().all()  # nothing written outside the block
+    expected = x[10:210] @ x[10:210].T
+    torch.testing.assert_close(block, expected, rtol=0, atol=float32_dot_bound(70))
+    # where the route does not apply, nothing is written and the caller uses torch
+    fresh = torch.full((200, 200), float("nan"))
+    assert not kernels.symmetric_product(x[10:210].to(torch.bfloat16), fresh)
+    assert not kernels.symmetric_product(x[10:210, :50], fresh)  # rows not contiguous
+    monkeypatch.setenv(kernels.SYMMETRIC_ENV, "torch")
+    assert not kernels.symmetric_product(x[10:210], fresh)
+    assert fresh.isnan().all()
+
+
+def test_unknown_symmetric_route_is_refused_with_the_choices(monkeypatch):
+    monkeypatch.setenv(kernels.SYMMETRIC_ENV, "blas")
+    with pytest.raises(ValueError, match=r"DNN_MODULARITY_SYMMETRIC value 'blas'; valid .*numpy"):
+        knn_graph(torch.randn(20, 4), k=2)
+
+
+@pytest.mark.parametrize("route", ["numpy", "torch"])
+@pytest.mark.parametrize("dense", [True, False], ids=["dense", "strips"])
+def test_both_symmetric_routes_give_the_official_graph(route, dense, monkeypatch):
+    from dnn_modularity.graph import similarity
+
+    monkeypatch.setenv(kernels.SYMMETRIC_ENV, route)
+    if not dense:
+        monkeypatch.setattr(similarity, "DENSE_MAX_N", -1)
+    calls: list[bool] = []
+    real = similarity.symmetric_product
+
+    def spy(rows, out):
+        calls.append(real(rows, out))
+        return calls[-1]
+
+    monkeypatch.setattr(similarity, "symmetric_product", spy)
+    feats, labels = structured(450, 96, 10)
+    feats[::9] = feats[4]  # duplicate rows: exact ties, broken by the lower index
+    for block_size in (None, 64, 200):
+        sim = strip_sim(feats, "cosine", block_size)
+        q_ref, edges_ref = official_modularity(sim, labels.numpy(), 3)
+        assert edge_dict(knn_graph(feats, k=3, block_size=block_size)) == edges_ref
+        q = knn_modularity(feats, labels, k=3, block_size=block_size)
+        assert q == pytest.approx(q_ref, abs=1e-9)
+    assert calls and all(calls) == (route == "numpy")
+
+
+def test_the_routes_differ_at_most_in_the_last_bits(monkeypatch):
+    feats, _ = structured(700, 300, 11)
+    graphs = {}
+    for route in kernels.SYMMETRIC_ROUTES:
+        monkeypatch.setenv(kernels.SYMMETRIC_ENV, route)
+        graphs[route] = edge_dict(knn_graph(feats, k=4))
+    assert graphs["numpy"].keys() == graphs["torch"].keys()
+    np.testing.assert_allclose(
+        list(graphs["numpy"].values()),
+        list(graphs["torch"].values()),
+        rtol=0,
+        atol=float32_dot_bound(300),
+    )
+
+
+# --- the screen's conversion: the probe's rows are reused by the sweep --------------------------
+
+
+def test_low_precision_rows_convert_by_prefix_as_a_whole():
+    from dnn_modularity.graph.screen import LowPrecisionRows, to_low_precision
+
+    x = normalize_features(torch.randn(900, 130, generator=torch.Generator().manual_seed(21)))
+    whole, r_max = to_low_precision(x)
+    rows = LowPrecisionRows(x)
+    prefix = rows.convert(77)
+    assert prefix.shape == (77, 130) and rows.done == 77
+    assert rows.r_max == float((x[:77] - whole[:77].float()).norm(dim=1).max())
+    assert torch.equal(rows.convert(900), whole) and rows.r_max == r_max
+    assert torch.equal(whole, x.to(torch.bfloat16))
+
+
+def test_a_chosen_screen_converts_every_row_once(timings, monkeypatch):
+    from dnn_modularity.graph.screen import LowPrecisionRows
+
+    timings(FAST_BF16)
+    monkeypatch.setattr(_StripSweep, "MAX_SCREENED_FRACTION", float("inf"))
+    converted: list[int] = []
+    real = LowPrecisionRows.convert
+
+    def counting(self, rows):
+        converted.append(max(0, rows - self.done))
+        return real(self, rows)
+
+    monkeypatch.setattr(LowPrecisionRows, "convert", counting)
+    feats, _ = structured(3000, 64, 12)
+    x = normalize_features(feats)
+    choice = choose_kernel(x, 3)
+    assert choice.dtype == torch.bfloat16 and 0 < choice.rows.done < 3000  # the probe's prefix
+    converted.clear()
+    keys = knn_keys(x, 3, 512)
+    assert sum(converted) == 3000  # the probe's rows once, then the rest: no row twice
+    assert torch.equal(keys, knn_keys(x, 3, 512, kernel="bfloat16"))
+
+
+# --- normalisation: two passes for ordinary float32 rows, bit for bit the full steps ------------
+
+
+def test_ordinary_rows_are_normalised_without_scaling_and_bit_for_bit(monkeypatch):
+    from dnn_modularity.graph import similarity
+
+    feats = torch.randn(300, 50, generator=torch.Generator().manual_seed(22)) * 3.0
+    feats[5] = 0.0  # an all-zero row stays zero
+    full = similarity._scale_rows
+
+    def never(x):
+        raise AssertionError("ordinary rows were scaled")
+
+    monkeypatch.setattr(similarity, "_scale_rows", never)
+    fast = normalize_features(feats)
+    monkeypatch.setattr(similarity, "_scale_rows", full)
+    monkeypatch.setattr(similarity, "_moderate_norms", lambda norms, dim: False)
+    assert torch.equal(fast, normalize_features(feats))  # the full steps, bit for bit
+    assert fast[5].eq(0).all()
+    for bad in (float("nan"), float("inf")):
+        broken = feats.clone()
+        broken[7, 3] = bad
+        with pytest.raises(ValueError, match=r"1 NaN/inf values .*first row 7"):
+            normalize_features(broken)

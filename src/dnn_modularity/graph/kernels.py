@@ -1,35 +1,61 @@
-"""Which matmul computes the similarity strips: float32, or a bf16/fp16 screen, by measured speed.
+"""Which matmuls compute the similarities: float32 (numpy's or torch's), or a bf16/fp16 screen.
 
-A low-precision screen (:mod:`~dnn_modularity.graph.screen`) pays only where its matmul is much
-faster than float32: ~3-4× on CPUs with AMX/AVX-512 bf16 units, far more on GPU tensor cores, but
-2-8× *slower* on CPUs without bf16 units (AVX2-only x86, many ARM cores), where torch emulates it.
-So the choice is made from the device and a one-time micro-benchmark on the first call: a small
-float32 and low-precision matmul of the call's own rows, timed, and cached per device, dtype and
-shape class (the inner dimension, as a power of two), so later calls pay nothing. The screen is
-used only where it is at least :data:`SPEEDUP_NEEDED` times faster. Whichever way the choice goes,
-the selected neighbours are exact (see :func:`~dnn_modularity.graph.knn.knn_keys`); only the
-speed differs.
+Two choices are made per call: whether a low-precision screen computes the strips (by the device's
+capability and a one-time micro-benchmark), and which library computes the symmetric float32
+products (by the device). Whichever way either goes, the selected neighbours are exact (see
+:func:`~dnn_modularity.graph.knn.knn_keys`); only the speed differs.
+
+**The screen.** A low-precision screen (:mod:`~dnn_modularity.graph.screen`) pays only where its
+matmul is much faster than float32: ~3-4× on CPUs with AMX/AVX-512 bf16 units, far more on GPU
+tensor cores, but 2-8× *slower* on CPUs without bf16 units (AVX2-only x86, many ARM cores), where
+torch emulates it. So a small float32 and low-precision matmul of the call's own rows is timed on
+the first call, cached per device, dtype and shape class (the inner dimension, as a power of two),
+so later calls pay nothing; the screen is used only where it is at least :data:`SPEEDUP_NEEDED`
+times faster.
+
+**The symmetric float32 products.** The diagonal blocks X_I X_Iᵀ of the strips (and the whole
+matrix on the dense route of small problems) are symmetric: a BLAS ``syrk`` computes only their
+upper triangle. torch has no ``syrk``; numpy has: ``a @ a.T`` on a C-contiguous float32 array
+calls the ``syrk`` of numpy's BLAS (OpenBLAS, MKL, Accelerate) and mirrors the triangle
+(:func:`symmetric_product`). On CPUs it is the default: on an AVX-512 Xeon (1 thread) it runs
+at 120-180 GFLOP/s-equivalent of the full product against ~95-110 GFLOP/s for torch's float32
+matmul, i.e. close to half the time of torch's triangular sub-strips (which still compute the
+small diagonal sub-blocks in full). torch's sub-strips serve GPUs, the screens' bf16/fp16 rows,
+and ``DNN_MODULARITY_SYMMETRIC=torch``. numpy's BLAS uses its own thread setting
+(``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``, all cores by default), not
+``torch.set_num_threads``: set both alike when the thread count matters.
 
 The micro-benchmark costs at most ~1 % of the call it decides for: it is sized to 1/4000 of the
 call's multiply-adds per run (three runs of float32, at most three of each candidate), and only
 calls of at least :data:`MIN_PROBE_CALL` multiply-adds run it (a low-precision kernel's one-time
 compilation must fit the budget too); smaller calls use float32.
 
-Override with the ``kernel`` argument of the graph functions or the environment variable
-:data:`KERNEL_ENV` (the argument wins): ``"auto"``, ``"float32"``, ``"bfloat16"``, ``"float16"``.
+Override the screen with the ``kernel`` argument of the graph functions or the environment
+variable :data:`KERNEL_ENV` (the argument wins): ``"auto"``, ``"float32"``, ``"bfloat16"``,
+``"float16"``; the symmetric products with :data:`SYMMETRIC_ENV` (``"numpy"`` or ``"torch"``).
+Every route gives the exact k-NN graph of the float32 similarities it computes; routes may differ
+in the last bit of a similarity (another summation order), never more.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+# numpy only for its BLAS ``syrk`` (torch has no symmetric rank-k product, and computing the full
+# X_I X_Iᵀ costs twice the work): the engine otherwise uses torch alone, on any device.
+import numpy as np
 import torch
 from torch import Tensor
 
-from dnn_modularity.graph.similarity import strict_matmul_precision
 from dnn_modularity.graph.validation import KERNELS, check_kernel
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from dnn_modularity.graph.screen import LowPrecisionRows
 
 KERNEL_ENV = "DNN_MODULARITY_KERNEL"
 """Environment variable that sets the default kernel (one of :data:`KERNELS`)."""
@@ -57,6 +83,12 @@ Xeon), a one-time cost that must stay under 1 % of the call; smaller calls use f
 MAX_PROBE_DIM = 4096
 """Inner dimensions above this run at the same speed: they share one shape class."""
 
+SYMMETRIC_ENV = "DNN_MODULARITY_SYMMETRIC"
+"""Environment variable that picks the symmetric float32 products' route (:data:`SYMMETRIC_ROUTES`;
+unset = ``"numpy"`` on CPUs)."""
+
+SYMMETRIC_ROUTES: tuple[str, ...] = ("numpy", "torch")
+
 SpeedKey = tuple[str, str, int]
 _SPEEDS: dict[SpeedKey, float] = {}
 """Measured seconds per multiply-add, by (device, dtype name, probe inner dimension)."""
@@ -69,10 +101,13 @@ class KernelChoice:
     Attributes:
         dtype: The screen's dtype, or None for plain float32 strips.
         reason: Why, in a few words (shown by the benchmark).
+        rows: The rows the choice's probe already converted to ``dtype`` (the strip sweep
+            converts the rest into the same buffer), or None.
     """
 
     dtype: torch.dtype | None
     reason: str
+    rows: LowPrecisionRows | None = field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -128,6 +163,75 @@ def probe_dim(n: int, dim: int) -> int | None:
     if limit < MIN_PROBE_DIM or call < MIN_PROBE_CALL:
         return None
     return 1 << (int(limit).bit_length() - 1)
+
+
+@contextmanager
+def strict_matmul_precision() -> Iterator[None]:
+    """Run matmuls in true float32 (and bf16 with float32 accumulation) inside the ``with``.
+
+    ``torch.set_float32_matmul_precision("high"/"medium")`` (common in Lightning scripts) makes
+    float32 matmuls use TF32 on GPUs and bf16 on CPUs, and CUDA may reduce bf16 products in bf16;
+    either would change which neighbours are selected. The previous settings are restored on exit.
+    """
+    precision = torch.get_float32_matmul_precision()
+    cuda_matmul = torch.backends.cuda.matmul
+    reduced = cuda_matmul.allow_bf16_reduced_precision_reduction
+    torch.set_float32_matmul_precision("highest")
+    cuda_matmul.allow_bf16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+        cuda_matmul.allow_bf16_reduced_precision_reduction = reduced
+
+
+def symmetric_route() -> str:
+    """The symmetric products' route for CPU float32 rows: :data:`SYMMETRIC_ENV`, else numpy.
+
+    Raises:
+        ValueError: An unknown route in the environment variable; the message lists the valid ones.
+    """
+    value = os.environ.get(SYMMETRIC_ENV, "").strip().lower()
+    if not value:
+        return "numpy"
+    if value not in SYMMETRIC_ROUTES:
+        raise ValueError(
+            f"unknown {SYMMETRIC_ENV} value {value!r}; valid values are "
+            f"{', '.join(SYMMETRIC_ROUTES)}"
+        )
+    return value
+
+
+def symmetric_product(rows: Tensor, out: Tensor) -> bool:
+    """Write rows·rowsᵀ into ``out`` by numpy's BLAS ``syrk`` where that route applies.
+
+    The route applies to contiguous float32 CPU ``rows`` and an ``out`` whose rows are contiguous
+    (a column block of a larger row-major strip is fine: numpy passes its row stride to BLAS as
+    the leading dimension, so the product is written in place). numpy computes the upper triangle
+    and mirrors it: ``out`` is exactly symmetric.
+
+    Args:
+        rows: (R, D) rows (float32 for this route).
+        out: (R, R) float32 output view with unit column stride.
+
+    Returns:
+        True when the product was written, False when the route does not apply (another dtype or
+        device, non-contiguous rows, or :data:`SYMMETRIC_ENV` = ``"torch"``): the caller computes
+        it with torch.
+    """
+    if not (
+        rows.device.type == "cpu"
+        and rows.dtype == torch.float32
+        and out.dtype == torch.float32
+        and rows.is_contiguous()
+        and out.stride(1) == 1
+        and symmetric_route() == "numpy"
+    ):
+        return False
+    a = rows.detach().numpy()
+    # a and a.T share one buffer: numpy's matmul recognises X·Xᵀ and calls syrk
+    np.matmul(a, a.T, out=out.detach().numpy())
+    return True
 
 
 def _sync(device: torch.device) -> None:
@@ -219,10 +323,15 @@ def choose_by_speed(x: Tensor, kernel: str) -> KernelChoice:
 __all__ = [
     "KERNELS",
     "KERNEL_ENV",
+    "SYMMETRIC_ENV",
+    "SYMMETRIC_ROUTES",
     "KernelChoice",
     "choose_by_speed",
     "clear_speed_cache",
     "measure_speeds",
     "resolve_kernel",
     "speed_table",
+    "strict_matmul_precision",
+    "symmetric_product",
+    "symmetric_route",
 ]

@@ -18,6 +18,7 @@ machinery.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from typing import Any
@@ -26,19 +27,25 @@ import torch
 from torch import Tensor
 
 from dnn_modularity.graph.edges import Graph, symmetrize
-from dnn_modularity.graph.kernels import KernelChoice, choose_by_speed, resolve_kernel
+from dnn_modularity.graph.kernels import (
+    KernelChoice,
+    choose_by_speed,
+    resolve_kernel,
+    symmetric_route,
+)
 from dnn_modularity.graph.keys import INT64_MIN, MAX_INDEX, decode_keys, sort_keys
 from dnn_modularity.graph.screen import (
+    LowPrecisionRows,
     ScreenBound,
     pair_similarities,
     round_down,
-    to_low_precision,
 )
 from dnn_modularity.graph.similarity import (
+    DENSE_SUB_BLOCK,
+    SUB_BLOCK,
     block_bounds,
     compute_strip,
     dense_applies,
-    dense_similarity,
     iter_similarity_strips,
     normalize_features,
     resolve_block_size,
@@ -80,14 +87,19 @@ def _group_layout(width: int, k: int) -> tuple[int, int, int]:
     return group, n_groups, group * n_groups
 
 
-def _merge_top_k(table: Tensor, rows: Tensor, values: Tensor, empty: float | int) -> Tensor:
+def _merge_top_k(
+    table: Tensor, rows: Tensor, values: Tensor, empty: float | int, presorted: bool = False
+) -> Tensor:
     """Merge candidate ``values`` of (global) ``rows`` into ``table`` (N, k): keep the k largest.
+
+    ``presorted``: ``rows`` are already in ascending order (no sort needed).
 
     Returns the rows that changed (sorted, unique); ``table[rows]`` is sorted descending.
     """
     k = table.shape[1]
-    rows, order = torch.sort(rows, stable=True)
-    values = values[order]
+    if not presorted:
+        rows, order = torch.sort(rows, stable=True)
+        values = values[order]
     urows, inverse, counts = torch.unique_consecutive(rows, return_inverse=True, return_counts=True)
     starts = torch.cumsum(counts, 0) - counts
     slot = torch.arange(inverse.numel(), device=rows.device) - starts[inverse]
@@ -108,11 +120,11 @@ class _KnnState:
         self.keys = torch.full((n, k), INT64_MIN, dtype=torch.int64, device=device)
         self.kth = torch.full((n,), float("-inf"), dtype=torch.float32, device=device)
 
-    def merge(self, rows: Tensor, keys: Tensor) -> None:
+    def merge(self, rows: Tensor, keys: Tensor, presorted: bool = False) -> None:
         """Merge candidate ``keys`` of (global) ``rows``: keep each row's k largest keys."""
         if rows.numel() == 0:
             return
-        urows = _merge_top_k(self.keys, rows, keys, INT64_MIN)
+        urows = _merge_top_k(self.keys, rows, keys, INT64_MIN, presorted)
         kth_key = self.keys[urows, -1]
         kth_value = decode_keys(kth_key)[0]
         self.kth[urows] = torch.where(kth_key == INT64_MIN, float("-inf"), kth_value)
@@ -137,16 +149,46 @@ class _LowerBounds:
         self.kth[urows] = self.table[urows, -1]
 
 
-def _kth_largest(values: Tensor, k: int, dim: int) -> Tensor:
-    """k-th largest entry along ``dim`` (counting repeated values), as float32."""
+def _kth_largest(values: Tensor, k: int) -> Tensor:
+    """k-th largest entry of each row of a 2-D ``values`` (counting repeated values), float32."""
     if k > 4:
-        return values.topk(k, dim=dim, sorted=False).values.amin(dim=dim).to(torch.float32)
+        return values.topk(k, dim=1, sorted=False).values.amin(dim=1).to(torch.float32)
     # k rounds of max-and-remove: ~2x faster than topk for small k on CPUs
     work = values.to(torch.float32, copy=True)
     for _ in range(k - 1):
-        idx = work.argmax(dim=dim, keepdim=True)
-        work.scatter_(dim, idx, float("-inf"))
-    return work.amax(dim=dim)
+        idx = work.argmax(dim=1, keepdim=True)
+        work.scatter_(1, idx, float("-inf"))
+    return work.amax(dim=1)
+
+
+SETS_PER_NEIGHBOUR = 4
+"""Sets per neighbour of :func:`_k_set_bound` (4k sets): a tight bound at a small cost."""
+
+
+def _k_set_bound(values: Tensor, k: int, dim: int) -> Tensor:
+    """A value that at least k distinct entries along ``dim`` reach, close to the k-th largest.
+
+    The entries along ``dim`` are cut into m = min(4k, count) disjoint sets of equal size (a
+    remainder is left out); each set's maximum is an entry of its own, so k distinct entries are
+    >= the k-th largest of the m set maxima, which is therefore <= the k-th largest entry (and
+    equal to it when the k largest entries lie in distinct sets). Two fast max-reductions and a
+    k-th largest of m values per row, instead of a k-th largest of all entries (``topk`` or
+    ``argmax`` rounds, 10-40x slower than a max-reduction on CPUs).
+
+    Args:
+        values: 2-D tensor with at least k entries along ``dim``.
+        k: How many distinct entries must reach the result.
+        dim: 0 or 1.
+
+    Returns:
+        float32 tensor of ``values``' shape without ``dim``.
+    """
+    sets = min(SETS_PER_NEIGHBOUR * k, values.shape[dim])
+    per = values.shape[dim] // sets
+    maxima = values.narrow(dim, 0, sets * per).unflatten(dim, (sets, per)).amax(dim=dim + 1)
+    if dim == 0:
+        maxima = maxima.T.contiguous()  # (rows, sets): row-wise reductions run fastest
+    return _kth_largest(maxima, k)
 
 
 def _strip_candidates(
@@ -164,8 +206,9 @@ def _strip_candidates(
     columns as rows). ``lower`` holds lower bounds on each view row's final k-th best exact
     similarity; an entry whose exact value cannot reach it is not among that row's k nearest
     neighbours. Group maxima find the few groups of columns that hold such entries with one
-    vectorised max pass. On a row's first strip (``first``) the k-th largest group maximum is a
-    lower bound too (k distinct entries reach it), which makes the filter tight at once.
+    vectorised max pass. On a row's first strip (``first``) a value that k distinct group maxima
+    reach is a lower bound too (k distinct entries reach it; :func:`_k_set_bound`), which makes
+    the filter tight at once.
 
     Args:
         s: Contiguous (R, W) strip (float32, or the screen's bf16/fp16).
@@ -177,40 +220,46 @@ def _strip_candidates(
         bound: Screened-to-exact error bound.
 
     Returns:
-        LongTensor (P,) of positions in ``s.view(-1)``.
+        LongTensor (P,) of positions in ``s.view(-1)``, in view-row order when not
+        ``transposed``.
     """
     r_s, w_s = s.shape
     part = s[:, c_lo:]
     width = r_s if transposed else w_s - c_lo
     group, n_groups, main = _group_layout(width, k)
+    tail = width - main  # < n_groups: the tail column main + g joins group g
     if group == 1:
         gmax = part  # every column is its own group
     elif transposed:
         gmax = part[:main].unflatten(0, (group, n_groups)).amax(0)  # (n_groups, rows)
+        if tail:
+            torch.maximum(gmax[:tail], part[main:], out=gmax[:tail])
     else:
         gmax = part[:, :main].unflatten(1, (group, n_groups)).amax(1)  # (rows, n_groups)
+        if tail:
+            torch.maximum(gmax[:, :tail], part[:, main:], out=gmax[:, :tail])
     if first and n_groups >= k:
-        # The k largest group maxima are k distinct entries: the k-th is a lower bound.
-        lower = torch.maximum(lower, bound.lower(_kth_largest(gmax, k, 0 if transposed else 1)))
+        # k distinct entries (maxima of distinct groups) reach it: a lower bound on the k-th.
+        lower = torch.maximum(lower, bound.lower(_k_set_bound(gmax, k, 0 if transposed else 1)))
     limit = round_down(bound.limit(lower), s.dtype)  # compare in s's dtype: no promoted copies
     if transposed:
         grp, a = (gmax >= limit.unsqueeze(0)).nonzero().unbind(1)
     else:
         a, grp = (gmax >= limit.unsqueeze(1)).nonzero().unbind(1)
-    # Members of the candidate groups as flat positions in s (a: row of the view).
-    members = grp.unsqueeze(1) + torch.arange(0, main, n_groups, device=s.device)
+    # Members of the candidate groups as flat positions in s (a: row of the view); with a tail,
+    # every group gets one more member, which exists (< width) for the first `tail` groups only.
+    stop = main + (n_groups if tail else 0)
+    members = grp.unsqueeze(1) + torch.arange(0, stop, n_groups, device=s.device)
+    real = None
+    if tail:
+        real = members < width
+        members = torch.where(real, members, grp.unsqueeze(1))  # a stand-in, masked out below
     if transposed:
         flat = members * w_s + (a + c_lo).unsqueeze(1)
     else:
         flat = (members + c_lo) + (a * w_s).unsqueeze(1)
-    s_flat = s.view(-1)
-    flat = flat.masked_select(s_flat.take(flat) >= limit[a].unsqueeze(1))
-    if main < width:
-        tail = part[main:].T if transposed else part[:, main:]
-        ta, tb = (tail >= limit.unsqueeze(1)).nonzero().unbind(1)
-        tail_flat = (tb + main) * w_s + ta + c_lo if transposed else ta * w_s + tb + main + c_lo
-        flat = torch.cat([flat, tail_flat])
-    return flat
+    keep = s.view(-1).take(flat) >= limit[a].unsqueeze(1)
+    return flat.masked_select(keep if real is None else keep & real)
 
 
 class _StripSweep:
@@ -231,9 +280,18 @@ class _StripSweep:
     # matmul saves ~0.011·D ns per entry: break-even near 3%.
     MAX_SCREENED_FRACTION = 1 / 32
 
-    def __init__(self, x: Tensor, k: int, block_size: int, screen: torch.dtype | None) -> None:
+    def __init__(
+        self,
+        x: Tensor,
+        k: int,
+        block_size: int,
+        screen: torch.dtype | None,
+        sub_block: int = SUB_BLOCK,
+        converted: LowPrecisionRows | None = None,
+    ) -> None:
         n, dim = x.shape
         self.x = x
+        self.sub_block = sub_block
         self.state = _KnnState(n, k, x.device)
         self.bounds = block_bounds(n, block_size)
         self.exact_bound = ScreenBound(dim, None)
@@ -246,8 +304,10 @@ class _StripSweep:
         self.deferred_size = 0
         self.pruned_size = 0
         if screen is not None:
-            self.xs, r_max = to_low_precision(x, screen)
-            self.screen_bound = ScreenBound(dim, r_max, screen, x.device.type)
+            if converted is None or converted.data.dtype != screen:
+                converted = LowPrecisionRows(x, screen)
+            self.xs = converted.convert(n)
+            self.screen_bound = ScreenBound(dim, converted.r_max, screen, x.device.type)
         self.buffers: dict[torch.dtype, Tensor] = {}
 
     def _strip(self, rows: Tensor, i0: int, i1: int) -> Tensor:
@@ -257,7 +317,7 @@ class _StripSweep:
             size = strip_buffer_size(self.bounds)
             self.buffers[rows.dtype] = torch.empty(size, dtype=rows.dtype, device=rows.device)
         s = self.buffers[rows.dtype][: (i1 - i0) * (n - i0)].view(i1 - i0, n - i0)
-        compute_strip(rows, i0, i1, s, mirror=True)
+        compute_strip(rows, i0, i1, s, mirror=True, sub_block=self.sub_block)
         s[:, : i1 - i0].fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
         return s
 
@@ -335,30 +395,41 @@ class _StripSweep:
         parts = self._candidates(s, i0, i1, self.exact_bound)
         rows, cols = self._directed(parts, i0, s.shape[1])
         values = s.view(-1).take(torch.cat(parts))
-        self.state.merge(rows, sort_keys(values, cols))
+        # the row view's candidates come in row order (the strip filter emits them so)
+        self.state.merge(rows, sort_keys(values, cols), presorted=len(parts) == 1)
         if self.deferred:
             self.lower.merge(rows, values)  # exact values bound the deferred candidates too
 
 
-SEPARATION_SHARE = 1 / 500
-"""Multiply-adds of the separation probe (in the fast screen dtype), as a share of the call's."""
+SEPARATION_SHARE = 1 / 2000
+"""Multiply-adds of the separation probe (float32), as a share of the call's N²·D/2."""
 
 
-def _screen_separates(x: Tensor, k: int, dtype: torch.dtype) -> bool:
+def _screen_separates(
+    x: Tensor, k: int, dtype: torch.dtype, low: LowPrecisionRows | None = None
+) -> bool:
     """Probe whether the screen separates these similarities well enough to pay.
 
     A few rows (64) against the first c columns (c sized to :data:`SEPARATION_SHARE` of the
-    call), in the screen dtype, with the first-strip filter at the neighbour rank that k has
-    among N columns (max(1, round(k·c/N)), so a small c estimates the real threshold): when more
-    than ``_StripSweep.MAX_SCREENED_FRACTION`` of the entries remain candidates (the similarities
-    spread less than the screen's error, as in very high-dimensional noise), the float32
-    recomputations would cost more than the screen saves. The sweep checks every strip again.
+    call), with the first-strip filter and the screen's error bound at the neighbour rank that k
+    has among N columns (max(1, round(k·c/N)), so a small c estimates the real threshold): when
+    more than ``_StripSweep.MAX_SCREENED_FRACTION`` of the entries remain candidates (the
+    similarities spread less than the screen's error, as in very high-dimensional noise), the
+    float32 recomputations would cost more than the screen saves. The sweep checks every strip
+    again, so an estimate suffices: the probe multiplies in float32 (the screened values differ
+    from these by at most the bound), which compiles no low-precision kernel for a shape only the
+    probe uses (oneDNN's bf16: ~10-25 ms each on a Xeon). The bound needs the c rows' rounding
+    residuals: they are converted into ``low`` if given (the sweep's own copy, reused when the
+    screen is chosen).
     """
     n, dim = x.shape
     rows = min(64, n)
     cols = int(min(n, max(256, n * n / 2 * SEPARATION_SHARE / rows)))
-    probe, r_max = to_low_precision(x[:cols], dtype)
-    bound = ScreenBound(dim, r_max, dtype, x.device.type)
+    if low is None or low.data.dtype != dtype:
+        low = LowPrecisionRows(x, dtype)
+    low.convert(cols)
+    bound = ScreenBound(dim, low.r_max, dtype, x.device.type)
+    probe = x[:cols]
     with strict_matmul_precision():
         s = probe[:rows] @ probe.T
     s[:, :rows].fill_diagonal_(0.0)
@@ -387,9 +458,10 @@ def choose_kernel(x: Tensor, k: int, kernel: str | None = None) -> KernelChoice:
     choice = choose_by_speed(x, name)
     if name != "auto" or choice.dtype is None:
         return choice
-    if not _screen_separates(x, k, choice.dtype):
+    low = LowPrecisionRows(x, choice.dtype)
+    if not _screen_separates(x, k, choice.dtype, low):
         return KernelChoice(None, f"{choice.reason}, but it cannot separate these similarities")
-    return choice
+    return dataclasses.replace(choice, rows=low)
 
 
 def knn_keys(
@@ -415,7 +487,8 @@ def knn_keys(
     the last bit: the two paths can differ only where two similarities are within an ulp). When a
     strip yields more candidates than 1/32 of its entries (the similarities spread less than the
     screen's error, as in very high-dimensional noise), the sweep switches to float32 strips for
-    the rest. Which kernel runs is decided by :func:`choose_kernel`.
+    the rest. Which kernel runs is decided by :func:`choose_kernel`. Up to N =
+    :data:`~.similarity.DENSE_MAX_N` the float32 path takes the whole matrix as one strip.
 
     Args:
         x: float32 (N, D) row-normalised features.
@@ -435,11 +508,13 @@ def knn_keys(
         raise ValueError(f"at most {MAX_INDEX} samples are supported, got N = {n}")
     if screen is not None:
         kernel = "bfloat16" if screen else "float32"
+    symmetric_route()  # an unknown route in the environment fails before any work
     choice = choose_kernel(x, k, kernel)
-    if choice.dtype is None and dense_applies(n, x.shape[1]):
-        log.debug("kernel float32 (%s), dense", choice.reason)
-        return _dense_knn_keys(x, k)
-    sweep = _StripSweep(x, k, block_size, choice.dtype)
+    dense = choice.dtype is None and dense_applies(n, x.shape[1])
+    if dense:  # one strip: the whole matrix
+        sweep = _StripSweep(x, k, n, None, DENSE_SUB_BLOCK)
+    else:
+        sweep = _StripSweep(x, k, block_size, choice.dtype, converted=choice.rows)
     with strict_matmul_precision():
         for i0, i1 in itertools.pairwise(sweep.bounds):
             sweep.process(i0, i1)
@@ -448,27 +523,8 @@ def knn_keys(
         row = sweep.fallback_row
         log.debug("kernel %s (%s); float32 from row %d", choice.name, choice.reason, row)
     else:
-        log.debug("kernel %s (%s)", choice.name, choice.reason)
+        log.debug("kernel %s (%s)%s", choice.name, choice.reason, ", dense" if dense else "")
     return sweep.state.keys
-
-
-def _dense_knn_keys(x: Tensor, k: int) -> Tensor:
-    """The k-NN keys of a small problem from one dense float32 product (see ``dense_applies``).
-
-    A float ``topk`` picks each row's k largest values; only rows where more entries tie with
-    the k-th value (where ``topk``'s choice among equals is arbitrary) are re-selected by
-    :func:`sort_keys` order, which breaks the ties as ``heapq.nlargest`` does.
-    """
-    n = x.shape[0]
-    sim = dense_similarity(x)
-    sim.fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
-    values, cols = sim.topk(k, dim=1)
-    keys = sort_keys(values, cols)
-    tied = ((sim >= values[:, -1:]).sum(dim=1) > k).nonzero().flatten()
-    if tied.numel() > 0:
-        columns = torch.arange(n, device=x.device)
-        keys[tied] = sort_keys(sim[tied], columns).topk(k, dim=1).values
-    return keys.sort(dim=1, descending=True).values
 
 
 def graph_from_knn_keys(keys: Tensor) -> Graph:

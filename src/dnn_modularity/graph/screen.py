@@ -9,7 +9,9 @@ recomputed in float32: the selection stays exact.
 
 from __future__ import annotations
 
+import time
 import warnings
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -77,21 +79,63 @@ def round_down(limit: Tensor, dtype: torch.dtype) -> Tensor:
     return lowered.to(dtype)
 
 
+class LowPrecisionRows:
+    """A copy of unit (N, D) float32 rows in a screen dtype, converted on demand, row prefix first.
+
+    The kernel choice's separation probe converts the first rows it needs; the strip sweep then
+    converts the rest into the same buffer, so choosing the screen costs no second conversion.
+    ``r_max`` is max_i ||x_i − low(x_i)|| over the rows converted so far (a bound for them).
+    The buffer is allocated at once but its pages are only touched as rows are converted.
+
+    Attributes:
+        data: (N, D) tensor of ``dtype``; rows ``[0, done)`` are valid.
+        done: Rows converted so far.
+        r_max: The largest residual norm among them (0.0 before any).
+        seconds: Wall time spent converting them.
+    """
+
+    # Rows per conversion chunk: ~2^17 entries, so the float32 residual of a chunk stays in a
+    # CPU core's L2 cache (measured ~1.6x faster than 2^22-entry chunks); GPUs take large chunks.
+    CHUNK_ENTRIES: ClassVar[dict[str, int]] = {"cpu": 2**17, "cuda": 2**22}
+
+    def __init__(self, x: Tensor, dtype: torch.dtype = torch.bfloat16) -> None:
+        self.x = x
+        self.data = torch.empty(x.shape, dtype=dtype, device=x.device)
+        self.done = 0
+        self.r_max = 0.0
+        self.seconds = 0.0
+
+    def convert(self, rows: int) -> Tensor:
+        """Convert rows up to ``rows`` (if not yet done); return ``data[:rows]``."""
+        x, start = self.x, self.done
+        if rows > start:
+            clock = time.perf_counter()
+            dim = max(1, x.shape[1])
+            entries = self.CHUNK_ENTRIES.get(x.device.type, self.CHUNK_ENTRIES["cuda"])
+            chunk = max(1, entries // dim)
+            residual = torch.empty(min(chunk, rows - start), x.shape[1], device=x.device)
+            norms = torch.empty(rows - start, device=x.device)
+            for c0 in range(start, rows, chunk):
+                c1 = min(rows, c0 + chunk)
+                low = self.data[c0:c1]
+                low.copy_(x[c0:c1])
+                part = residual[: c1 - c0]
+                torch.sub(x[c0:c1], low, out=part)  # float32 − low, in float32
+                torch.linalg.vector_norm(part, dim=1, out=norms[c0 - start : c1 - start])
+            self.r_max = max(self.r_max, float(norms.max()))  # (waits for a GPU's work)
+            self.done = rows
+            self.seconds += time.perf_counter() - clock
+        return self.data[:rows]
+
+
 def to_low_precision(x: Tensor, dtype: torch.dtype = torch.bfloat16) -> tuple[Tensor, float]:
     """Copy of (N, D) unit rows in ``dtype`` and r_max = max_i ||x_i − low(x_i)||.
 
-    Converted in row chunks, so no full-size float32 temporary is created.
+    Converted in row chunks (:class:`LowPrecisionRows`), so no full-size float32 temporary is
+    created.
     """
-    out = torch.empty(x.shape, dtype=dtype, device=x.device)
-    chunk = max(1, 2**22 // max(1, x.shape[1]))
-    worst = torch.zeros((), dtype=torch.float32, device=x.device)
-    for start in range(0, x.shape[0], chunk):
-        part = x[start : start + chunk]
-        low = out[start : start + chunk]
-        low.copy_(part)
-        residual = torch.linalg.vector_norm(part - low.to(torch.float32), dim=1)
-        worst = torch.maximum(worst, residual.max())
-    return out, float(worst)
+    rows = LowPrecisionRows(x, dtype)
+    return rows.convert(x.shape[0]), rows.r_max
 
 
 def to_bf16(x: Tensor) -> tuple[Tensor, float]:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from dnn_modularity.graph.kernels import strict_matmul_precision, symmetric_product
 from dnn_modularity.graph.validation import (
     check_bins,
     check_block_size,
     check_features,
+    check_finite,
     check_metric,
     check_range,
 )
@@ -68,6 +69,18 @@ def _scale_rows(x: Tensor) -> Tensor:
     return times_power_of_two(x, exponent)
 
 
+def _moderate_norms(norms: Tensor, dim: int) -> bool:
+    """Whether float32 row norms prove that every row is finite and needs no scaling.
+
+    A row passes when its norm is 0 (an all-zero row) or within [2^-20·√D, 2^39): its largest
+    magnitude then lies in [norm/√D, norm] (with a factor-2 margin for the norm's own rounding
+    and any underflow of tiny squares, which only lower it), inside :data:`_SAFE_EXPONENTS`, so
+    :func:`_scale_rows` would return it unchanged; a NaN or inf anywhere makes its norm fail.
+    """
+    ok = (norms == 0) | ((norms >= 2.0**-20 * dim**0.5) & (norms < 2.0**39))
+    return bool(ok.all())
+
+
 _SAFE_EXPONENTS = (-20, 40)
 """Rows of float32 features whose largest magnitude is in [2^-21, 2^40) need no scaling: their
 norms are far above the 1e-8 clamp and cannot overflow, and the squares of their significant
@@ -100,7 +113,14 @@ def normalize_features(features: Any, metric: str = "cosine") -> Tensor:
         ValueError: Bad metric or bad features (see :func:`check_features`).
     """
     check_metric(metric)
-    flat = check_features(features, min_samples=1)
+    flat = check_features(features, min_samples=1, finite=False)
+    if metric == "cosine" and flat.dtype == torch.float32:
+        norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True)
+        if _moderate_norms(norms, flat.shape[1]):
+            # finite, moderate rows: the steps below would neither check anything new nor scale
+            # (see _moderate_norms); two passes over the data instead of four
+            return flat / norms.clamp_min_(NORM_EPS)
+    check_finite(flat)
     if not flat.is_floating_point():
         flat = flat.to(torch.float32)  # integers (int64 up to 9.2e18) fit float32's range
     x = _scale_rows(flat)
@@ -160,26 +180,6 @@ def block_bounds(n: int, block_size: int) -> list[int]:
     return [(i * n) // nb for i in range(nb + 1)]
 
 
-@contextmanager
-def strict_matmul_precision() -> Iterator[None]:
-    """Run matmuls in true float32 (and bf16 with float32 accumulation) inside the ``with``.
-
-    ``torch.set_float32_matmul_precision("high"/"medium")`` (common in Lightning scripts) makes
-    float32 matmuls use TF32 on GPUs and bf16 on CPUs, and CUDA may reduce bf16 products in bf16;
-    either would change which neighbours are selected. The previous settings are restored on exit.
-    """
-    precision = torch.get_float32_matmul_precision()
-    cuda_matmul = torch.backends.cuda.matmul
-    reduced = cuda_matmul.allow_bf16_reduced_precision_reduction
-    torch.set_float32_matmul_precision("highest")
-    cuda_matmul.allow_bf16_reduced_precision_reduction = False
-    try:
-        yield
-    finally:
-        torch.set_float32_matmul_precision(precision)
-        cuda_matmul.allow_bf16_reduced_precision_reduction = reduced
-
-
 def strip_buffer_size(bounds: list[int]) -> int:
     """Entries of the largest strip (rows i0:i1 times columns i0:N) for these boundaries."""
     n = bounds[-1]
@@ -187,9 +187,9 @@ def strip_buffer_size(bounds: list[int]) -> int:
 
 
 DENSE_MAX_N = 2048
-"""Up to this N the k-NN selection works on the whole N×N float32 similarity matrix (16 MiB at
-most), computed by :func:`compute_strip` as one strip of thin triangular sub-strips
-(:data:`DENSE_SUB_BLOCK` rows): a few whole-matrix operations beat the strips' per-strip steps."""
+"""Up to this N the float32 k-NN selection takes the whole N×N similarity matrix (16 MiB at most)
+as one strip: one symmetric product (numpy's ``syrk`` on CPUs, else thin triangular sub-strips of
+:data:`DENSE_SUB_BLOCK` rows) and one pass of the strip filter beat several strips' steps."""
 
 DENSE_SUB_BLOCK = 128
 
@@ -200,7 +200,11 @@ def dense_applies(n: int, dim: int) -> bool:
 
 
 def dense_similarity(x: Tensor) -> Tensor:
-    """The full (N, N) similarity of row-normalised ``x`` by the triangular strip kernel."""
+    """The full (N, N) similarity of row-normalised ``x`` as the dense k-NN route computes it.
+
+    One strip of all rows (:func:`compute_strip`): numpy's ``syrk`` on CPUs, else triangular
+    sub-strips of :data:`DENSE_SUB_BLOCK` rows; exactly symmetric either way.
+    """
     n = x.shape[0]
     out = torch.empty(n, n, dtype=x.dtype, device=x.device)
     with strict_matmul_precision():
@@ -227,12 +231,14 @@ def compute_strip(
     """Write the strip S = x[i0:i1] @ x[i0:]ᵀ into ``out`` (R, N − i0), R = i1 − i0.
 
     The off-diagonal columns (later rows) take R-wide matmul tiles. The symmetric diagonal block
-    S_II is computed in triangular sub-strips (rows a:b against columns a:R) — only its upper
-    triangle plus the small diagonal sub-blocks, ~1/2 instead of all of its work — and with
-    ``mirror`` its lower part is copied from the upper (one pass over R²/2 entries); without,
-    the entries strictly below the diagonal sub-blocks are left unset (callers that read only
-    pairs i < j).
-    The similarity's symmetry makes the copy exact: a dot product's terms are the same both ways.
+    S_II = x_I x_Iᵀ is computed by a BLAS ``syrk`` (numpy's, on CPUs for float32 rows:
+    :func:`~dnn_modularity.graph.kernels.symmetric_product`), which computes its upper triangle
+    and mirrors it. Elsewhere (GPUs, bf16/fp16 screens) it is computed in triangular sub-strips
+    (rows a:b against columns a:R) — only its upper triangle plus the small diagonal sub-blocks,
+    ~1/2 instead of all of its work — and with ``mirror`` its lower part is copied from the upper
+    (one pass over R²/2 entries); without, the entries strictly below the diagonal sub-blocks may
+    be left unset (callers that read only pairs i < j). Either way each pair's value is computed
+    once and the copy is exact, so the block is exactly symmetric.
 
     Args:
         x: (N, D) row-normalised features (float32, or a screen's bf16/fp16 copy).
@@ -241,7 +247,7 @@ def compute_strip(
         out: Contiguous (R, N − i0) output of x's dtype.
         mirror: Also fill the lower part of the diagonal block.
         sub_block: Rows of the diagonal block's sub-strips (at least; see
-            :func:`sub_strip_bounds`).
+            :func:`sub_strip_bounds`), where no ``syrk`` applies.
     """
     n, rows = x.shape[0], i1 - i0
     # Off-diagonal columns in chunks of the strip's height (the last one takes the remainder):
@@ -252,6 +258,8 @@ def compute_strip(
     for c0, c1 in itertools.pairwise(cuts):
         if c1 > c0:
             torch.mm(x[i0:i1], x[c0:c1].T, out=out[:, c0 - i0 : c1 - i0])
+    if symmetric_product(x[i0:i1], out[:, :rows]):
+        return
     for a, b in itertools.pairwise(sub_strip_bounds(rows, sub_block)):
         torch.mm(x[i0 + a : i0 + b], x[i0 + a : i1].T, out=out[a:b, a:rows])
         if mirror and b < rows:

@@ -54,13 +54,16 @@ def _as_tensor(x: Any, what: str) -> Tensor:
         ) from err
 
 
-def check_features(features: Any, *, min_samples: int = 2) -> Tensor:
+def check_features(features: Any, *, min_samples: int = 2, finite: bool = True) -> Tensor:
     """Validate features of shape (N, ...) and flatten them to (N, D).
 
     Args:
         features: Tensor or array-like of shape (N, ...) with at least two dimensions; any real
             dtype (it is not converted here).
         min_samples: The smallest N accepted.
+        finite: Also check that every value is finite (a pass over the data). Callers that
+            prove finiteness on their own way (a finite norm of every row) skip it and call
+            :func:`check_finite` when that proof fails.
 
     Returns:
         A (N, D) view or copy of ``features`` (``features.reshape(N, -1)``).
@@ -88,6 +91,19 @@ def check_features(features: Any, *, min_samples: int = 2) -> Tensor:
         raise ValueError(f"features have no feature dimensions (shape {shape})")
     if n < min_samples:
         raise ValueError(f"need at least {min_samples} samples, got N = {n}")
+    if finite:
+        check_finite(x)
+    if x.dtype == torch.bool:
+        x = x.to(torch.uint8)
+    return x
+
+
+def check_finite(x: Tensor) -> None:
+    """Raise if the (N, D) features ``x`` hold NaN or inf values.
+
+    Raises:
+        ValueError: NaN/inf values (the message gives the count and the first bad row).
+    """
     # Fast test first: a row holding NaN/inf has a non-finite sum (the sum may also overflow, in
     # which case the exact elementwise test below decides); torch.isfinite is ~10x slower.
     if x.is_floating_point() and not bool(torch.isfinite(x.sum(dim=1, dtype=torch.float32)).all()):
@@ -99,9 +115,6 @@ def check_features(features: Any, *, min_samples: int = 2) -> Tensor:
                 f"features contain {n_bad} NaN/inf values (in {bad_rows.numel()} rows, first row "
                 f"{int(bad_rows[0])}); all features must be finite"
             )
-    elif x.dtype == torch.bool:
-        x = x.to(torch.uint8)
-    return x
 
 
 def check_k(k: int, n: int) -> int:
