@@ -3,7 +3,8 @@
 For synthetic class-structured features (N samples, D dims, 10 classes; k = 3, cosine) it times,
 each in a fresh subprocess (so that peak memory is the method's own): one cold run (its peak
 memory; its time for cells above ``--once-above``), then the median of at least ``--repeats``
-warm runs (more for cheap cells, until ``--min-seconds``):
+warm runs (more for cheap cells, until ``--min-seconds``); small cells run ``--rounds``
+interleaved rounds of all methods (a shared VM's speed drifts) and pool the warm times:
 
 - ``ours``: :func:`dnn_modularity.graph.knn_modularity` as shipped (kernel ``auto``: the bf16
   screen only where the micro-benchmark finds it fast), with the path it chose and what its
@@ -88,6 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads (default 1)")
     parser.add_argument(
         "--repeats", type=int, default=3, help="timed (warm) runs at least; the median is shown"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of every method (small cells)"
+    )
+    parser.add_argument(
+        "--rounds-below",
+        type=float,
+        default=1e11,
+        help="cells of at most this many multiply-adds N²·D run --rounds rounds (others one)",
     )
     parser.add_argument(
         "--min-seconds",
@@ -485,7 +495,9 @@ def header(args: argparse.Namespace) -> list[str]:
         f"flags: {' '.join(flags) or 'none of ' + ' '.join(CPU_FLAGS)}",
         f"# load average at start {os.getloadavg()[0]:.2f}; each method in a fresh process: one "
         f"cold run (peak memory), then the median of >= {args.repeats} warm runs (more until "
-        f"{args.min_seconds:g} s; above {args.once_above:.0e} multiply-adds the cold run only)",
+        f"{args.min_seconds:g} s; above {args.once_above:.0e} multiply-adds the cold run only); "
+        f"cells of at most {args.rounds_below:.0e} multiply-adds: {args.rounds} interleaved rounds "
+        "of all methods, warm times pooled",
         f"# features: N samples × D dims, {NUM_CLASSES} classes, mean·0.3 + N(0, 1); k = {K}, "
         "cosine",
     ]
@@ -526,21 +538,47 @@ def _agreement(ours: dict | None, peer: dict | None) -> str:
     return f"{dq:.1e}, {same}"
 
 
+def _pool(rounds: list[dict]) -> dict:
+    """One result from several rounds of one method: all warm times pooled, their median."""
+    if len(rounds) == 1 or any("error" in r for r in rounds):
+        return rounds[0] if len(rounds) == 1 else next(r for r in rounds if "error" in r)
+    pooled = dict(rounds[0])
+    pooled["times"] = [t for r in rounds for t in r["times"]]
+    pooled["time"] = statistics.median(pooled["times"])
+    pooled["cpu"] = statistics.median(r["cpu"] for r in rounds)
+    pooled["rounds"] = len(rounds)
+    return pooled
+
+
 def run_cells(args: argparse.Namespace) -> list[tuple[int, int, dict]]:
+    """Every method of every cell; cells below --rounds-below run --rounds interleaved rounds.
+
+    A shared VM's speed drifts by tens of percent within minutes: interleaving the methods
+    (ours, faiss, ..., ours, faiss, ...) gives each the same conditions.
+    """
     cells = []
     for n, d in args.sizes:
         work = n * n * d
-        results: dict[str, dict | None] = {}
-        for impl in args.impls:
-            if (impl == "official" and work > args.skip_official_above) or (
+        runs: dict[str, list[dict]] = {}
+        skipped = {
+            impl
+            for impl in args.impls
+            if (impl == "official" and work > args.skip_official_above)
+            or (
                 impl in ("faiss", "sklearn", "numpy", "torch", "bf16")
-                and (work > args.skip_peers_above)
-            ):
-                results[impl] = None
-            else:
-                results[impl] = spawn(impl, n, d, args)
+                and work > args.skip_peers_above
+            )
+        }
+        rounds = args.rounds if work <= args.rounds_below else 1
+        for _ in range(rounds):
+            for impl in args.impls:
+                if impl not in skipped and not (impl == "official" and impl in runs):
+                    runs.setdefault(impl, []).append(spawn(impl, n, d, args))
+        results: dict[str, dict | None] = {
+            impl: (_pool(runs[impl]) if impl in runs else None) for impl in args.impls
+        }
         cells.append((n, d, results))
-        print(f"# done N={n} D={d}", flush=True)
+        print(f"# done N={n} D={d} ({rounds} round{'s' if rounds > 1 else ''})", flush=True)
     return cells
 
 

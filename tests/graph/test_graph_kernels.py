@@ -126,7 +126,7 @@ def test_small_calls_use_float32_without_a_probe(monkeypatch):
         assert call < kernels.MIN_PROBE_CALL and kernels.probe_dim(n, dim) is None
     choice = choose_kernel(normalize_features(structured(2000, 512, 6)[0]), 3)
     assert choice.dtype is None and "too small" in choice.reason
-    assert kernels.probe_dim(10000, 8192) == 4096
+    assert kernels.probe_dim(10000, 8192) == kernels.MAX_PROBE_DIM == 2048
 
 
 def test_the_probe_is_a_small_share_of_the_call(monkeypatch):

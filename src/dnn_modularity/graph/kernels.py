@@ -80,7 +80,7 @@ MIN_PROBE_CALL = 1.5e11
 The first low-precision matmul of a shape can compile a kernel (oneDNN's bf16: ~25-60 ms on a
 Xeon), a one-time cost that must stay under 1 % of the call; smaller calls use float32."""
 
-MAX_PROBE_DIM = 4096
+MAX_PROBE_DIM = 2048
 """Inner dimensions above this run at the same speed: they share one shape class."""
 
 SYMMETRIC_ENV = "DNN_MODULARITY_SYMMETRIC"

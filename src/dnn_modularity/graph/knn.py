@@ -401,7 +401,7 @@ class _StripSweep:
             self.lower.merge(rows, values)  # exact values bound the deferred candidates too
 
 
-SEPARATION_SHARE = 1 / 2000
+SEPARATION_SHARE = 1 / 4000
 """Multiply-adds of the separation probe (float32), as a share of the call's N²·D/2."""
 
 
