@@ -34,6 +34,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from dnn_modularity.callbacks.overhead import OverheadClock, timed_hook  # [overhead accounting]
 from dnn_modularity.data.probe import STRATEGIES, ProbeSet, check_probe_size
 from dnn_modularity.graph import METRICS, resolve_num_edges
 from dnn_modularity.io import append_csv_rows, atomic_save_figure, write_csv_rows
@@ -286,6 +287,8 @@ class ModularityMonitor(Callback):
         self._measured_since_figure = 0
         self.model_name: str | None = None  # for the authors' reference curve in the figure
         self.data_name: str | None = None
+        # [overhead accounting] everything this callback adds to a fit, against the fit's time
+        self.overhead_clock = OverheadClock()
 
     # --- identity / state ----------------------------------------------------------------------
     @property
@@ -420,6 +423,7 @@ class ModularityMonitor(Callback):
             "continue into a new file beside it"
         )
 
+    @timed_hook("resume")  # [overhead accounting]
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
@@ -460,10 +464,12 @@ class ModularityMonitor(Callback):
         return Path(trainer.default_root_dir)
 
     # --- Lightning hooks -----------------------------------------------------------------------
+    @timed_hook("setup")  # [overhead accounting]
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Draw the probe sets from the datamodule's test split (identical on every rank)."""
         if stage != "fit":
             return
+        self.overhead_clock.start_fit()  # [overhead accounting] the fit's first callback hook
         self.model_name = _arch_name(pl_module)
         if self.probes:
             return
@@ -475,6 +481,7 @@ class ModularityMonitor(Callback):
             )
         self.setup_probes(dm)
 
+    @timed_hook("measure")  # [overhead accounting]
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Epoch 0 (initialisation) - or, on resume, the checkpoint's epoch if not measured yet."""
         epoch = int(trainer.current_epoch)
@@ -490,6 +497,7 @@ class ModularityMonitor(Callback):
         """Start the epoch clock (for the overhead ratio)."""
         self._epoch_start = time.perf_counter()
 
+    @timed_hook("measure")  # [overhead accounting]
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Measure after epoch e = current_epoch + 1 (validation of that epoch has already run)."""
         epoch_seconds = (
@@ -501,19 +509,25 @@ class ModularityMonitor(Callback):
         if self._is_due(epoch, trainer) and not self._measured(epoch):
             self._measure(trainer, pl_module, epoch, epoch_seconds=epoch_seconds)
 
+    @timed_hook("figures")  # [overhead accounting]
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Final figures (rank 0), W&B images + table, and a timing summary."""
+        """Final figures (rank 0), W&B images + table."""
         if not trainer.is_global_zero or not self.history:
             return
         if self.figures:
             paths = self.save_figures(trainer)
             self._log_media(trainer, paths)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """[overhead accounting] Stop the fit clock (the fit's last callback hook); a summary."""
+        self.overhead_clock.end_fit()
         summary = self.overhead_summary()
-        if summary["measurements"]:
+        if trainer.is_global_zero and summary["measurements"]:
             rank_zero_info(
                 f"ModularityMonitor: {int(summary['measurements'])} measurements, "
-                f"{summary['mean_seconds']:.3f} s each, {100 * summary['overhead']:.1f}% on top of "
-                f"the training time ({self.resolved_mode} features)"
+                f"{summary['mean_seconds']:.3f} s each; {summary.get('own_seconds', 0.0):.1f} s in "
+                f"all, {100 * summary['overhead']:.1f}% on top of the fit without it "
+                f"({self.resolved_mode} features)"
             )
 
     # --- scheduling ----------------------------------------------------------------------------
@@ -597,7 +611,7 @@ class ModularityMonitor(Callback):
         """Compute one row per (repeat, layer) for the module's current weights.
 
         Works outside a Trainer too (e.g. on a loaded checkpoint, after `setup_probes`). Runs in
-        eval mode under `no_grad` and restores the previous train/eval mode.
+        eval mode under `inference_mode` and restores the previous train/eval mode.
 
         Args:
             pl_module: The classifier (its `.model` is forwarded; else the module itself).
@@ -617,7 +631,9 @@ class ModularityMonitor(Callback):
         model.eval()
         rows: list[dict[str, Any]] = []
         try:
-            with torch.no_grad():
+            # [overhead] inference_mode: no autograd bookkeeping at all (no_grad still tracks
+            # versions and views)
+            with torch.inference_mode():
                 if self.resolved_mode is None:
                     self._plan(model, self.probes[0].images)
                 num_layers = len(resolve_taps(model, self.taps))
@@ -758,23 +774,30 @@ class ModularityMonitor(Callback):
 
     # --- outputs -------------------------------------------------------------------------------
     def overhead_summary(self) -> dict[str, float]:
-        """Time spent measuring vs training.
+        """Time spent by this callback vs the fit without it.
 
         Returns:
             `measurements`, `total_seconds` and `mean_seconds` of the measurements (epoch 0
-            included), `epoch_seconds` (training + validation time of the epochs run, without
-            this callback) and `overhead` = total_seconds / epoch_seconds: the share this callback
-            adds to training.
+            included) and `epoch_seconds` (training + validation time of the epochs run). Inside
+            a fit [overhead accounting]: `own_seconds`, all the wall time of this callback's hooks
+            (probe drawing, measurements, records, logging, end figures; `<part>_seconds` each),
+            `fit_seconds` (its first hook to its last) and `overhead` = own / (fit − own): the
+            share it adds to the same fit without it. Outside a fit, `overhead` =
+            total_seconds / epoch_seconds.
         """
         total = sum(t["seconds"] for t in self.timings)
         epochs = sum(self.epoch_seconds)
-        return {
+        summary = {
             "measurements": float(len(self.timings)),
             "total_seconds": total,
             "mean_seconds": total / len(self.timings) if self.timings else float("nan"),
             "epoch_seconds": epochs,
             "overhead": total / epochs if epochs > 0 else float("nan"),
         }
+        clock = self.overhead_clock.summary()  # [overhead accounting]
+        if not math.isnan(clock["fit_seconds"]):
+            summary.update(clock)
+        return summary
 
     def reference_curve(self, num_layers: int) -> tuple[str, list[float]] | None:
         """The authors' published curve for a matching run (ResNet-56 on CIFAR-10/100), or None.
