@@ -26,6 +26,13 @@ from dnn_modularity.graph import (
 from dnn_modularity.graph.validation import check_metric
 
 
+def _cat(state: list[Tensor] | Tensor) -> Tensor:
+    """A ``cat`` state as one tensor; a single update's tensor as it is (no copy)."""
+    if isinstance(state, list) and len(state) == 1:
+        return state[0]
+    return dim_zero_cat(state)
+
+
 class _ProbeFeatureMetric(Metric):
     """Accumulates (features, labels[, indices]) and hands the probe set to ``_compute_value``."""
 
@@ -104,8 +111,8 @@ class _ProbeFeatureMetric(Metric):
         """
         if isinstance(self.features, list) and not self.features:
             raise ValueError(f"{type(self).__name__}.compute() called before any update")
-        features = dim_zero_cat(self.features)
-        labels = dim_zero_cat(self.labels)
+        features = _cat(self.features)
+        labels = _cat(self.labels)
         has_indices = isinstance(self.indices, Tensor) or len(self.indices) > 0
         if has_indices:
             indices = dim_zero_cat(self.indices)
@@ -118,7 +125,11 @@ class _ProbeFeatureMetric(Metric):
             first = torch.ones_like(indices, dtype=torch.bool)
             first[1:] = indices[1:] != indices[:-1]  # DDP padding repeats samples
             keep = order[first]
-            features, labels = features[keep], labels[keep]
+            in_order = keep.numel() == features.shape[0] and bool(
+                (keep == torch.arange(keep.numel(), device=keep.device)).all()
+            )
+            if not in_order:  # (a single process adds them in order: no copy of the features)
+                features, labels = features[keep], labels[keep]
         if self.max_samples is not None:
             features, labels = features[: self.max_samples], labels[: self.max_samples]
         return features, labels

@@ -249,9 +249,10 @@ def _as_tensor(output: Any, name: str) -> Tensor:
 def _rows(output: Any, name: str, dtype: torch.dtype | None, to_cpu: bool) -> Tensor:
     """(B, ...) -> detached (B, D) copy; a copy because later in-place ops may change ``output``."""
     out = _as_tensor(output, name).detach()
-    return out.reshape(out.shape[0], -1).to(
-        device=torch.device("cpu") if to_cpu else None, dtype=dtype, copy=True
-    )
+    rows = out.reshape(out.shape[0], -1)
+    # A strided output (e.g. channels_last) is already copied by the reshape: no second copy.
+    fresh = rows.numel() > 0 and rows.data_ptr() != out.data_ptr()
+    return rows.to(device=torch.device("cpu") if to_cpu else None, dtype=dtype, copy=not fresh)
 
 
 class LayerTaps:

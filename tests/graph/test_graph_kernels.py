@@ -201,6 +201,23 @@ def test_symmetric_product_writes_an_exactly_symmetric_block_in_place(monkeypatc
     assert fresh.isnan().all()
 
 
+def test_numpy_syrk_by_default_on_one_thread_only(monkeypatch):
+    # Several threads: numpy's BLAS pool and torch's would spin on the same cores.
+    monkeypatch.delenv(kernels.SYMMETRIC_ENV, raising=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert kernels.symmetric_route() == "numpy"
+        torch.set_num_threads(2)
+        assert kernels.symmetric_route() == "torch"
+        x = normalize_features(torch.randn(50, 8))
+        assert not kernels.symmetric_product(x, torch.empty(50, 50))
+        monkeypatch.setenv(kernels.SYMMETRIC_ENV, "numpy")  # forced, whatever the threads
+        assert kernels.symmetric_product(x, torch.empty(50, 50))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_unknown_symmetric_route_is_refused_with_the_choices(monkeypatch):
     monkeypatch.setenv(kernels.SYMMETRIC_ENV, "blas")
     with pytest.raises(ValueError, match=r"DNN_MODULARITY_SYMMETRIC value 'blas'; valid .*numpy"):

@@ -25,6 +25,7 @@ The callback is thin: it schedules, writes rows and logs; the measurement
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ from dnn_modularity.callbacks.monitor_diagnostics import DEFAULT_DIAGNOSTICS, Mo
 from dnn_modularity.callbacks.monitor_figures import MonitorFigures, rows_to_matrix
 from dnn_modularity.callbacks.monitor_measure import FEATURE_MODES, ProbeMeasurement
 from dnn_modularity.callbacks.monitor_resume import RESUME_CHANGES, RESUME_SETTINGS, MonitorResume
+from dnn_modularity.callbacks.overhead import OverheadClock, timed_hook
 from dnn_modularity.data.probe import STRATEGIES, ProbeSet, check_probe_size
 from dnn_modularity.graph import METRICS, resolve_num_edges
 from dnn_modularity.metrics import ClassSeparationModularity, KNNModularity
@@ -195,9 +197,10 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
         self._measured_since_figure = 0
         self.model_name: str | None = None  # for the authors' reference curve in the figure
         self.data_name: str | None = None
+        # Everything this callback adds to a fit (setup, measurements, records, end figures),
+        # against the fit's wall time: the logged overhead an on/off comparison would measure.
+        self.overhead_clock = OverheadClock()
 
-    # --- identity / state ----------------------------------------------------------------------
-    # --- resume --------------------------------------------------------------------------------
     @property
     def tap_label(self) -> str:
         """The `tap` column: the tap mode/selector string, or "custom" for a list of names."""
@@ -225,10 +228,12 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
         return Path(trainer.default_root_dir)
 
     # --- Lightning hooks -----------------------------------------------------------------------
+    @timed_hook("setup")
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         """Draw the probe sets from the datamodule's test split (identical on every rank)."""
         if stage != "fit":
             return
+        self.overhead_clock.start_fit()  # the fit's first callback hook
         self.model_name = _arch_name(pl_module)
         if self._diag is not None:
             self._diag.setup(trainer.datamodule)
@@ -242,6 +247,7 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
             )
         self.setup_probes(dm)
 
+    @timed_hook("measure")
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Epoch 0 (initialisation) - or, on resume, the checkpoint's epoch if not measured yet."""
         epoch = int(trainer.current_epoch)
@@ -259,6 +265,7 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
         """Start the epoch clock (for the overhead ratio)."""
         self._epoch_start = time.perf_counter()
 
+    @timed_hook("measure")
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Measure after epoch e = current_epoch + 1 (validation of that epoch has already run)."""
         epoch_seconds = (
@@ -270,8 +277,9 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
         if self._is_due(epoch, trainer) and not self._measured(epoch):
             self._measure(trainer, pl_module, epoch, epoch_seconds=epoch_seconds)
 
+    @timed_hook("figures")
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        """Final figures (rank 0), W&B images + table, and a timing summary."""
+        """Final figures (rank 0), W&B images + table."""
         if not trainer.is_global_zero or not self.history:
             return
         if self.figures:
@@ -281,12 +289,17 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
                 folder = self._out_dir(trainer) / "figures"
                 diag_paths = self._diag.save_figures(folder, self._figure_tag)
                 self._diag.log_media(trainer, diag_paths)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Stop the fit clock (the fit's last callback hook) and log what the monitor cost."""
+        self.overhead_clock.end_fit()
         summary = self.overhead_summary()
-        if summary["measurements"]:
+        if trainer.is_global_zero and summary["measurements"]:
             rank_zero_info(
                 f"ModularityMonitor: {int(summary['measurements'])} measurements, "
-                f"{summary['mean_seconds']:.3f} s each, {100 * summary['overhead']:.1f}% on top of "
-                f"the training time ({self.resolved_mode} features)"
+                f"{summary['mean_seconds']:.3f} s each; {summary.get('own_seconds', 0.0):.1f} s in "
+                f"all, {100 * summary['overhead']:.1f}% on top of the fit without it "
+                f"({self.resolved_mode} features)"
             )
 
     # --- scheduling ----------------------------------------------------------------------------
@@ -394,20 +407,26 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
 
     # --- outputs -------------------------------------------------------------------------------
     def overhead_summary(self) -> dict[str, float]:
-        """Time spent measuring vs training.
+        """Time spent by this callback vs the fit without it.
 
         Returns:
             `measurements`, `total_seconds` and `mean_seconds` of the measurements (epoch 0
-            included), `epoch_seconds` (training + validation time of the epochs run, without
-            this callback) and `overhead` = total_seconds / epoch_seconds: the share this callback
-            adds to training.
+            included) and `epoch_seconds` (training + validation time of the epochs run). Inside
+            a fit also `own_seconds`, all the wall time of this callback's hooks (probe drawing,
+            measurements, records, logging, end figures; `<part>_seconds` each), `fit_seconds`
+            (its first hook to its last) and `overhead` = own / (fit - own): the share it adds to
+            the same fit without it. Outside a fit, `overhead` = total_seconds / epoch_seconds.
         """
         total = sum(t["seconds"] for t in self.timings)
         epochs = sum(self.epoch_seconds)
-        return {
+        summary = {
             "measurements": float(len(self.timings)),
             "total_seconds": total,
             "mean_seconds": total / len(self.timings) if self.timings else float("nan"),
             "epoch_seconds": epochs,
             "overhead": total / epochs if epochs > 0 else float("nan"),
         }
+        clock = self.overhead_clock.summary()
+        if not math.isnan(clock["fit_seconds"]):
+            summary.update(clock)
+        return summary

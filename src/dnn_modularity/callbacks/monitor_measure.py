@@ -120,7 +120,7 @@ class ProbeMeasurement:
         """Compute one row per (repeat, layer) for the module's current weights.
 
         Works outside a Trainer too (e.g. on a loaded checkpoint, after `setup_probes`). Runs in
-        eval mode under `no_grad` and restores the previous train/eval mode.
+        eval mode under `inference_mode` and restores the previous train/eval mode.
 
         Args:
             pl_module: The classifier (its `.model` is forwarded; else the module itself).
@@ -137,7 +137,8 @@ class ProbeMeasurement:
         knn, sep = self._metrics(device)
         rows: list[dict[str, Any]] = []
         # eval_mode restores every submodule's own flag (a frozen BN may be in eval on purpose).
-        with eval_mode(model), torch.no_grad():
+        # inference_mode: no autograd bookkeeping at all (no_grad still tracks versions, views)
+        with eval_mode(model), torch.inference_mode():
             if self.resolved_mode is None:
                 self._plan(model, self.probes[0].images)
             num_layers = len(resolve_taps(model, self.taps))

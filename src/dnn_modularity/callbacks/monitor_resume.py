@@ -16,6 +16,7 @@ from typing import Any
 import lightning.pytorch as L
 from lightning.pytorch.utilities import rank_zero_info
 
+from dnn_modularity.callbacks.overhead import timed_hook
 from dnn_modularity.checkpoints import checkpoint_epochs_done
 
 __all__ = ["RESUME_CHANGES", "RESUME_SETTINGS", "MonitorResume"]
@@ -187,6 +188,7 @@ class MonitorResume:
             "continue into a new file beside it"
         )
 
+    @timed_hook("resume")
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:

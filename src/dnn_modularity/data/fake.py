@@ -98,8 +98,14 @@ class FakeDataModule(ImageDataModule):
         if self._test_labels is None:
             assert self.test_set is not None
             dataset = self.test_set
-            self._test_labels = torch.tensor(
-                [int(dataset[i][1]) for i in range(len(dataset))],  # type: ignore[arg-type]
-                dtype=torch.long,
-            )
+            # FakeData draws item i's image, then its label, from a generator seeded with
+            # i + random_offset: drawing the same numbers here gives the labels without building
+            # the images (~100x faster; ProbeSet.from_datamodule checks the two agree).
+            shape, offset = dataset.image_size, dataset.random_offset  # type: ignore[attr-defined]
+            labels = []
+            for index in range(len(dataset)):  # type: ignore[arg-type]
+                generator = torch.Generator().manual_seed(index + offset)
+                torch.randn(*shape, generator=generator)
+                labels.append(torch.randint(0, self.num_classes, (1,), generator=generator))
+            self._test_labels = torch.cat(labels) if labels else torch.empty(0, dtype=torch.long)
         return self._test_labels

@@ -17,13 +17,15 @@ times faster.
 matrix on the dense route of small problems) are symmetric: a BLAS ``syrk`` computes only their
 upper triangle. torch has no ``syrk``; numpy has: ``a @ a.T`` on a C-contiguous float32 array
 calls the ``syrk`` of numpy's BLAS (OpenBLAS, MKL, Accelerate) and mirrors the triangle
-(:func:`symmetric_product`). On CPUs it is the default: on an AVX-512 Xeon (1 thread) it runs
-at 120-180 GFLOP/s-equivalent of the full product against ~95-110 GFLOP/s for torch's float32
-matmul, i.e. close to half the time of torch's triangular sub-strips (which still compute the
-small diagonal sub-blocks in full). torch's sub-strips serve GPUs, the screens' bf16/fp16 rows,
-and ``DNN_MODULARITY_SYMMETRIC=torch``. numpy's BLAS uses its own thread setting
-(``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``, all cores by default), not
-``torch.set_num_threads``: set both alike when the thread count matters.
+(:func:`symmetric_product`). It is used where torch runs on one CPU thread: there it is faster
+than torch's triangular sub-strips (which still compute the small diagonal sub-blocks in full;
+measured on an AVX-512 Xeon: 404 against 423 ms at N = 2000, D = 8192, 74 against 86 ms for the
+whole k-NN call at N = 500, D = 16,384). With several threads torch's sub-strips are used: numpy's
+BLAS keeps its own thread pool, whose threads spin on the cores that torch's threads need next
+(measured on 2 cores, 2 threads each: 80 ms with numpy's syrk against 53 ms with torch's
+sub-strips for that call), and its thread count follows ``OPENBLAS_NUM_THREADS`` /
+``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``, not ``torch.set_num_threads``. GPUs and the screens'
+bf16/fp16 rows always use torch's sub-strips.
 
 The micro-benchmark costs at most ~1 % of the call it decides for: it is sized to 1/4000 of the
 call's multiply-adds per run (three runs of float32, at most three of each candidate), and only
@@ -32,7 +34,8 @@ compilation must fit the budget too); smaller calls use float32.
 
 Override the screen with the ``kernel`` argument of the graph functions or the environment
 variable :data:`KERNEL_ENV` (the argument wins): ``"auto"``, ``"float32"``, ``"bfloat16"``,
-``"float16"``; the symmetric products with :data:`SYMMETRIC_ENV` (``"numpy"`` or ``"torch"``).
+``"float16"``; the symmetric products with :data:`SYMMETRIC_ENV` (``"numpy"`` or ``"torch"``,
+for CPU float32 rows whatever the thread count).
 Every route gives the exact k-NN graph of the float32 similarities it computes; routes may differ
 in the last bit of a similarity (another summation order), never more.
 """
@@ -85,7 +88,7 @@ MAX_PROBE_DIM = 2048
 
 SYMMETRIC_ENV = "DNN_MODULARITY_SYMMETRIC"
 """Environment variable that picks the symmetric float32 products' route (:data:`SYMMETRIC_ROUTES`;
-unset = ``"numpy"`` on CPUs)."""
+unset = ``"numpy"`` where torch runs on one CPU thread, else ``"torch"``)."""
 
 SYMMETRIC_ROUTES: tuple[str, ...] = ("numpy", "torch")
 
@@ -186,14 +189,17 @@ def strict_matmul_precision() -> Iterator[None]:
 
 
 def symmetric_route() -> str:
-    """The symmetric products' route for CPU float32 rows: :data:`SYMMETRIC_ENV`, else numpy.
+    """The symmetric products' route for CPU float32 rows (see the module doc).
+
+    :data:`SYMMETRIC_ENV` if set, else ``"numpy"`` where torch runs on one thread
+    (``torch.get_num_threads() == 1``), else ``"torch"``.
 
     Raises:
         ValueError: An unknown route in the environment variable; the message lists the valid ones.
     """
     value = os.environ.get(SYMMETRIC_ENV, "").strip().lower()
     if not value:
-        return "numpy"
+        return "numpy" if torch.get_num_threads() == 1 else "torch"
     if value not in SYMMETRIC_ROUTES:
         raise ValueError(
             f"unknown {SYMMETRIC_ENV} value {value!r}; valid values are "
