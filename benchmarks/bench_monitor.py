@@ -4,8 +4,11 @@ For each setting it trains with ``python -m dnn_modularity.train`` (a fresh proc
 monitor on and off in interleaved order (on, off, on, off, ...; ``--repeats`` of each), and
 prints, side by side:
 
-- the *measured* overhead: median fit time on / median fit time off − 1 (``fit_seconds`` of
-  ``results.json``: the wall time of ``trainer.fit``), with every run's time;
+- the *measured* overhead: the median over the interleaved pairs (a run with and the run without
+  the monitor next to it in time) of fit time on / fit time off − 1 (``fit_seconds`` of
+  ``results.json``: the wall time of ``trainer.fit``), every run's time, the ratio of the medians,
+  the same from the processes' CPU seconds (user + system: not inflated by CPU steal), and the
+  spread of the runs without the monitor (max / min − 1: the noise floor of this machine);
 - the monitor's *logged* overhead (``results.json`` → ``modularity_overhead.overhead``, the
   median over the "on" runs): its own wall time (probe drawing, measurements, records, logging,
   end figures) divided by the fit time without it, and where that time went.
@@ -24,6 +27,8 @@ Settings (``--settings``, comma-separated):
 
 Usage:
     python benchmarks/bench_monitor.py                       # both settings, 3 repeats
+    python benchmarks/bench_monitor.py --keep                # ... and keep the run folders
+    python benchmarks/bench_monitor.py --report DIR          # the report of kept run folders
     python benchmarks/bench_monitor.py --settings fake --repeats 5 --fake-train-size 10000
 """
 
@@ -33,6 +38,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -63,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the run folders")
     parser.add_argument("--extra", default="", help="extra overrides for every run (space-sep.)")
+    parser.add_argument(
+        "--report", type=Path, default=None, help="only report the runs kept in this folder"
+    )
     return parser
 
 
@@ -118,17 +127,36 @@ def run_train(overrides: list[str], run_dir: Path, monitor: bool) -> dict:
     env.setdefault("WANDB_MODE", "offline")
     env.setdefault("MPLBACKEND", "Agg")
     start, (total0, steal0) = time.perf_counter(), _cpu_jiffies()
+    cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter() - start
     total1, steal1 = _cpu_jiffies()
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise RuntimeError(f"training failed ({' '.join(cmd)}):\n" + "\n".join(tail))
-    result = json.loads((run_dir / "results.json").read_text())
-    result["process_seconds"] = wall
-    # CPU time the hypervisor gave to other guests during the run: a cause of noise
-    result["steal"] = (steal1 - steal0) / max(1, total1 - total0)
-    return result
+    bench = {
+        "process_seconds": wall,
+        "cpu_seconds": (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime),
+        # CPU time the hypervisor gave to other guests during the run: a cause of noise
+        "steal": (steal1 - steal0) / max(1, total1 - total0),
+    }
+    (run_dir / "bench.json").write_text(json.dumps(bench))
+    return {**json.loads((run_dir / "results.json").read_text()), **bench}
+
+
+def load_runs(root: Path, setting: str, args: argparse.Namespace) -> dict | None:
+    """The cell of ``setting`` from run folders kept by an earlier ``--keep`` run (or None)."""
+    on, off = [], []
+    for repeat in range(10**6):
+        runs = [root / f"{setting}_{kind}_{repeat}" for kind in ("on", "off")]
+        if not all((run / "results.json").exists() for run in runs):
+            break
+        for run, bucket in zip(runs, (on, off), strict=True):
+            result = json.loads((run / "results.json").read_text())
+            extra = run / "bench.json"
+            bucket.append({**result, **(json.loads(extra.read_text()) if extra.exists() else {})})
+    return {"text": setting_overrides(setting, args)[1], "on": on, "off": off} if on else None
 
 
 def cpu_model() -> str:
@@ -164,7 +192,8 @@ def measure(setting: str, args: argparse.Namespace, root: Path) -> dict:
 def report(setting: str, cell: dict) -> None:
     on_fit = [r["fit_seconds"] for r in cell["on"]]
     off_fit = [r["fit_seconds"] for r in cell["off"]]
-    measured = statistics.median(on_fit) / statistics.median(off_fit) - 1
+    pairs = [a / b - 1 for a, b in zip(on_fit, off_fit, strict=True)]
+    measured = statistics.median(pairs)
     logs = [r["modularity_overhead"] for r in cell["on"]]
     logged = statistics.median(log["overhead"] for log in logs)
     own = statistics.median(log.get("own_seconds", log.get("total_seconds", 0.0)) for log in logs)
@@ -178,12 +207,25 @@ def report(setting: str, cell: dict) -> None:
         f"{statistics.median(on_fit):.1f}) | {' / '.join(f'{t:.1f}' for t in off_fit)} (median "
         f"{statistics.median(off_fit):.1f}) | {100 * measured:+.1f} % | {100 * logged:+.1f} % |"
     )
-    pairs = [a / b - 1 for a, b in zip(on_fit, off_fit, strict=True)]
+    medians = statistics.median(on_fit) / statistics.median(off_fit) - 1
     print(
         f"# difference measured − logged: {100 * (measured - logged):+.1f} points; overhead of "
-        f"each interleaved pair: {', '.join(f'{100 * p:+.1f} %' for p in pairs)} (median "
-        f"{100 * statistics.median(pairs):+.1f} %)"
+        f"each interleaved pair: {', '.join(f'{100 * p:+.1f} %' for p in pairs)}; ratio of the "
+        f"medians {100 * medians:+.1f} %; noise floor (runs without the monitor, max / min − 1) "
+        f"{100 * (max(off_fit) / min(off_fit) - 1):.1f} %"
     )
+    if all("cpu_seconds" in r for r in cell["on"] + cell["off"]):
+        cpu_pairs = [
+            a["cpu_seconds"] / b["cpu_seconds"] - 1
+            for a, b in zip(cell["on"], cell["off"], strict=True)
+        ]
+        steal = [100 * r["steal"] for r in cell["on"] + cell["off"]]
+        print(
+            "# process CPU seconds (whole command), overhead of each pair: "
+            f"{', '.join(f'{100 * p:+.1f} %' for p in cpu_pairs)} (median "
+            f"{100 * statistics.median(cpu_pairs):+.1f} %); CPU steal {min(steal):.1f}–"
+            f"{max(steal):.1f} %"
+        )
     print(
         f"# monitor's own time (median of the 'on' runs): {own:.2f} s; by part: "
         + ", ".join(
@@ -206,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         f"# CPU {cpu_model()} ({os.cpu_count()} cores), torch threads "
         f"{args.threads or 'default (all cores)'}; load average at start {os.getloadavg()[0]:.2f}"
     )
+    if args.report is not None:
+        for setting in settings:
+            cell = load_runs(args.report, setting, args)
+            if cell is not None:
+                print(f"\n# {cell['text']} (runs kept in {args.report})")
+                report(setting, cell)
+        return 0
     print(f"# {args.repeats} runs with and {args.repeats} without the monitor, interleaved")
     with tempfile.TemporaryDirectory(prefix="bench_monitor_") as tmp:
         root = Path(tmp)

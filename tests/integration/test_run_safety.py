@@ -36,7 +36,7 @@ FAST = [
     "probe.n=100",
 ]
 
-#: Console messages of Lightning that a default run must not print (issue: console noise).
+#: Console messages of Lightning that a default run must not print.
 NOISE = ("Experiment logs directory", "will be deleted", "`weights_only` was not set")
 
 

@@ -180,7 +180,7 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
         self.csv_name = str(csv_name)
         self.on_resume_change = str(on_resume_change)
         self._figure_tag = ""  # set when a resume continues into a new record file
-        # Optional per-class diagnostics (issue 12), computed from the graph Q is computed on.
+        # Optional per-class diagnostics, computed from the graph Q is computed on.
         self._diag = MonitorDiagnostics.create(
             diagnostics, k=self.k, metric=self.metric, seed=self.seed, log_prefix=self.log_prefix
         )
