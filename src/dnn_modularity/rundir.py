@@ -67,8 +67,18 @@ def run_stamp() -> str:
     return f"{now:%Y-%m-%d_%H-%M-%S}.{now.microsecond // 1000:03d}_{secrets.token_hex(3)}"
 
 
+def first_set(value: Any, default: Any) -> Any:
+    """``value`` unless it is None (or empty), else ``default``: ``${first_set:${run_dir},...}``.
+
+    Hydra's run folder follows ``run_dir=`` (``out_dir=`` for reports), so the log and ``.hydra/``
+    of a run land in the folder its outputs go to, not in a second folder under ``outputs/``.
+    """
+    return default if value is None or value == "" else value
+
+
 # `${run_stamp:}` in the Hydra configs; cached per config so that one run reads one name.
 OmegaConf.register_new_resolver("run_stamp", run_stamp, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("first_set", first_set, replace=True)
 
 
 def is_rank_zero() -> bool:
@@ -216,27 +226,24 @@ class RunDirGuard(Callback):
     A refusal ends the command (`SystemExit` with the message, exit code 1): Hydra reports a
     callback's exceptions only as warnings.
     Runs in `--multirun` are checked per job by the entry point itself (their default sweep
-    folders are unique). Skipped when the config names its own output folder (`run_dir_key`:
-    the outputs go there, Hydra's folder only holds its own files) and on ranks other than zero.
+    folders are unique). `run_dir=` (`out_dir=` for reports) sets `hydra.run.dir` in the entry
+    points' configs (`${first_set:...}`), so the folder checked here is the run's own folder.
+    Skipped on ranks other than zero.
 
     Args:
         resumes: The entry point resumes from `ckpt_path` (train): a checkpoint inside the
             folder makes it the run's own folder.
         inputs: Config keys (dotted) of files/folders the run reads; `overwrite` never deletes
             them.
-        run_dir_key: Config key of an explicit output folder that replaces Hydra's.
     """
 
-    def __init__(
-        self, resumes: bool = False, inputs: Sequence[str] = (), run_dir_key: str = "run_dir"
-    ) -> None:
+    def __init__(self, resumes: bool = False, inputs: Sequence[str] = ()) -> None:
         self.resumes = bool(resumes)
         self.inputs = [str(key) for key in inputs]
-        self.run_dir_key = str(run_dir_key)
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Refuse or clear a used `hydra.run.dir` (see `claim_run_dir`)."""
-        if OmegaConf.select(config, self.run_dir_key) or not is_rank_zero():
+        if not is_rank_zero():
             return
 
         try:

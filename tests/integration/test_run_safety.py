@@ -119,12 +119,15 @@ def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_cli_refuses_a_used_hydra_run_dir_before_hydra_writes_into_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize("folder_key", ["hydra.run.dir", "run_dir"])
+def test_cli_refuses_a_used_hydra_run_dir_before_hydra_writes_into_it(
+    tmp_path: Path, folder_key: str
+) -> None:
     run = tmp_path / "earlier"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text("- seed=7\n")
     (run / "results.json").write_text('{"test": {"test/acc": 0.9}}\n')
-    proc = _cli(tmp_path, f"hydra.run.dir={run}")
+    proc = _cli(tmp_path, f"{folder_key}={run}")
     assert proc.returncode != 0
     assert "Error: run folder" in proc.stderr
     assert "already holds another run's outputs (results.json)" in proc.stderr
@@ -136,7 +139,7 @@ def test_cli_refuses_a_used_hydra_run_dir_before_hydra_writes_into_it(tmp_path: 
     # a missing data folder, right after claiming the folder).
     proc = _cli(
         tmp_path,
-        f"hydra.run.dir={run}",
+        f"{folder_key}={run}",
         "overwrite=true",
         "data=cifar10",
         f"data.data_dir={tmp_path / 'no_data'}",
@@ -146,6 +149,29 @@ def test_cli_refuses_a_used_hydra_run_dir_before_hydra_writes_into_it(tmp_path: 
     assert not (run / "results.json").exists()
     assert "overwrite=true" in (run / ".hydra" / "overrides.yaml").read_text()
     assert (run / "config.yaml").is_file()
+    assert not (tmp_path / "outputs").exists()  # no second folder for Hydra's own files
+
+
+@pytest.mark.slow
+def test_run_dir_holds_the_runs_log_and_hydra_files(tmp_path: Path) -> None:
+    """`run_dir=` is the run's one folder: its log and `.hydra/` too, nothing under outputs/."""
+    run = tmp_path / "mine"
+    proc = _cli(
+        tmp_path,
+        f"run_dir={run}",
+        "data=digits",
+        "model=resnet20",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=2",
+        "+trainer.limit_val_batches=1",
+        "test=false",
+        "~callbacks.modularity",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "done:" in (run / "train.log").read_text()
+    assert "run_dir=" in (run / ".hydra" / "overrides.yaml").read_text()
+    assert (run / "results.json").is_file()
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_resume_in_place_keeps_every_row_and_refuses_other_monitor_settings(
