@@ -165,10 +165,12 @@ def test_run_dir_holds_the_runs_log_and_hydra_files(tmp_path: Path) -> None:
         "+trainer.limit_train_batches=2",
         "+trainer.limit_val_batches=1",
         "test=false",
-        "~callbacks.modularity",
+        "probe.n=100",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "done:" in (run / "train.log").read_text()
+    log = (run / "train.log").read_text()
+    assert "done:" in log
+    assert "ModularityMonitor: 2 measurements" in log  # the monitor's cost, in the log file too
     assert "run_dir=" in (run / ".hydra" / "overrides.yaml").read_text()
     assert (run / "results.json").is_file()
     assert not (tmp_path / "outputs").exists()

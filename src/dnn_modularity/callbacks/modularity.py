@@ -35,7 +35,6 @@ from typing import Any
 import lightning.pytorch as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities import rank_zero_info
 
 from dnn_modularity.callbacks.monitor_diagnostics import CSV_NAME as DIAGNOSTICS_CSV
 from dnn_modularity.callbacks.monitor_diagnostics import DEFAULT_DIAGNOSTICS, MonitorDiagnostics
@@ -295,7 +294,7 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
         self.overhead_clock.end_fit()
         summary = self.overhead_summary()
         if trainer.is_global_zero and summary["measurements"]:
-            rank_zero_info(
+            log.info(  # the module's logger: in the run's train.log too, not only the console
                 f"ModularityMonitor: {int(summary['measurements'])} measurements, "
                 f"{summary['mean_seconds']:.3f} s each; {summary.get('own_seconds', 0.0):.1f} s in "
                 f"all, {100 * summary['overhead']:.1f}% on top of the fit without it "
