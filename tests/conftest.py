@@ -1,4 +1,4 @@
-"""Shared test set-up: offline W&B, headless matplotlib, 1 torch thread, GPU skips."""
+"""Shared test set-up: offline W&B, headless matplotlib, 1 thread, GPU skips, digits fixtures."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 
 import pytest
 import torch
+from torch import nn
+
+from dnn_modularity.data import DigitsDataModule
+from dnn_modularity.models import Normalized, build_model
 
 # Parallel test processes compete for 2 cores; one thread each avoids oversubscription
 # (measured: 2-thread torch can be 10x slower than 1 thread when another process competes).
@@ -111,3 +115,33 @@ def compose_config():
             return compose(config_name, overrides=flat)
 
     return compose_config_
+
+
+@pytest.fixture(scope="module")
+def digits() -> DigitsDataModule:
+    """The digits data module, set up (default batch size); one per test module."""
+    dm = DigitsDataModule()
+    dm.setup()
+    return dm
+
+
+@pytest.fixture(scope="module")
+def digits_resnet20(digits: DigitsDataModule) -> Normalized:
+    """ResNet-20 (1 channel) trained 4 epochs with Adam on the digits train split (~2 s), eval."""
+    items = [digits.train_set[i] for i in range(len(digits.train_set))]
+    x = torch.stack([item[0] for item in items])
+    y = torch.tensor([int(item[1]) for item in items])
+    torch.manual_seed(0)
+    model = Normalized(
+        build_model("resnet20", num_classes=10, in_channels=1), digits.mean, digits.std
+    )
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(4):
+        model.train()
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            idx = perm[i : i + 64]
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()

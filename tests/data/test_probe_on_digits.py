@@ -13,44 +13,13 @@ import torch
 from torch import nn
 
 from dnn_modularity.analysis.measure import random_init_like
-from dnn_modularity.data import DigitsDataModule
 from dnn_modularity.data.probe import ProbeSet
 from dnn_modularity.graph import knn_modularity
 from dnn_modularity.graph.classes import class_diagnostics
 from dnn_modularity.linear_probe import linear_probe
-from dnn_modularity.models import Normalized, build_model
 from dnn_modularity.taps import iter_layer_features
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def digits():
-    dm = DigitsDataModule()
-    dm.setup()
-    return dm
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    """ResNet-20 (1 channel) trained 4 epochs with Adam on the digits train split."""
-    items = [digits.train_set[i] for i in range(len(digits.train_set))]
-    x = torch.stack([item[0] for item in items])
-    y = torch.tensor([int(item[1]) for item in items])
-    torch.manual_seed(0)
-    model = Normalized(
-        build_model("resnet20", num_classes=10, in_channels=1), digits.mean, digits.std
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(4):
-        model.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -63,16 +32,16 @@ def _last_layer(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return feats
 
 
-def test_probe_on_the_last_layer_trained_vs_random_init_vs_shuffled(trained, probe):
-    feats = _last_layer(trained, probe.images)
+def test_probe_on_the_last_layer_trained_vs_random_init_vs_shuffled(digits_resnet20, probe):
+    feats = _last_layer(digits_resnet20, probe.images)
     res = linear_probe(feats, probe.labels, test_fraction=0.5, seed=0)
     assert res.split == "stratified" and res.num_test == 250
     assert res.accuracy >= 0.95
-    random_net = random_init_like(trained, seed=1).eval()
+    random_net = random_init_like(digits_resnet20, seed=1).eval()
     rand = linear_probe(_last_layer(random_net, probe.images), probe.labels, seed=0)
     assert rand.accuracy <= res.accuracy - 0.05
     with torch.no_grad():
-        logits_trained = linear_probe(trained(probe.images), probe.labels, seed=0)
+        logits_trained = linear_probe(digits_resnet20(probe.images), probe.labels, seed=0)
         logits_random = linear_probe(random_net(probe.images), probe.labels, seed=0)
     assert logits_trained.accuracy >= 0.95 and logits_random.accuracy <= 0.7
     shuffled = probe.labels[torch.randperm(500, generator=torch.Generator().manual_seed(0))]
@@ -80,8 +49,8 @@ def test_probe_on_the_last_layer_trained_vs_random_init_vs_shuffled(trained, pro
     assert null.accuracy <= 0.2 and null.chance_accuracy == pytest.approx(0.1, abs=0.02)
 
 
-def test_class_diagnostics_on_the_last_layer(trained, probe):
-    feats = _last_layer(trained, probe.images)
+def test_class_diagnostics_on_the_last_layer(digits_resnet20, probe):
+    feats = _last_layer(digits_resnet20, probe.images)
     diag = class_diagnostics(feats, probe.labels, k=3)
     assert diag.modularity == knn_modularity(feats, probe.labels, k=3)
     assert diag.knn_accuracy >= 0.95

@@ -7,7 +7,6 @@ import torch
 from omegaconf import OmegaConf
 
 from dnn_modularity.callbacks import ModularityMonitor
-from dnn_modularity.data import DigitsDataModule
 from dnn_modularity.data.probe import ProbeSet
 from dnn_modularity.graph import class_separation, resolve_num_edges, top_edges_graph
 from dnn_modularity.graph.edge_budget import PAPER2_EDGE_DENSITY
@@ -39,13 +38,6 @@ def test_metric_keeps_the_density_of_its_n():
     metric.update(feats, labels)
     expected = class_separation(top_edges_graph(feats, resolve_num_edges(300).num_edges), labels)
     assert float(metric.compute()) == pytest.approx(expected.m, abs=1e-15)
-
-
-@pytest.fixture(scope="module")
-def digits() -> DigitsDataModule:
-    dm = DigitsDataModule()
-    dm.setup()
-    return dm
 
 
 def test_monitor_records_num_edges_and_density(digits):

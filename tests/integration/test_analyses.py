@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 from dnn_modularity.analysis.adversarial import adversarial_analysis
 from dnn_modularity.analysis.curve import curve_analysis, rise
@@ -34,9 +33,8 @@ from dnn_modularity.analysis.measure import (
 )
 from dnn_modularity.analysis.ring import ring_analysis
 from dnn_modularity.analysis.settings import AnalysisSettings
-from dnn_modularity.data import DigitsDataModule
 from dnn_modularity.data.probe import ProbeSet
-from dnn_modularity.models import Normalized, build_model
+from dnn_modularity.models import Normalized
 from dnn_modularity.plots.curves import DPI
 from dnn_modularity.plots.ring import INTER_CLASS_COLOR, class_palette
 from dnn_modularity.records import ROW_COLUMNS, metric_key, read_csv_rows, write_csv_rows
@@ -54,41 +52,12 @@ def _assert_png(path, figsize) -> None:
 
 
 @pytest.fixture(scope="module")
-def digits():
-    dm = DigitsDataModule()
-    dm.setup()
-    return dm
-
-
-@pytest.fixture(scope="module")
-def trained(digits):
-    """ResNet-20 (1 channel) trained 4 epochs with Adam on the digits train split (~2 s)."""
-    items = [digits.train_set[i] for i in range(len(digits.train_set))]
-    x = torch.stack([item[0] for item in items])
-    y = torch.tensor([int(item[1]) for item in items])
-    torch.manual_seed(0)
-    model = Normalized(
-        build_model("resnet20", num_classes=10, in_channels=1), digits.mean, digits.std
-    )
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(4):
-        model.train()
-        perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
-            opt.zero_grad()
-            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
 def probes(digits):
     return [ProbeSet.from_datamodule(digits, 100, seed=0, repeat=r) for r in range(3)]
 
 
-def test_curve_rises_after_training_and_nulls_behave(trained, probes, tmp_path) -> None:
-    out = curve_analysis(trained, probes, AnalysisSettings(k=3))
+def test_curve_rises_after_training_and_nulls_behave(digits_resnet20, probes, tmp_path) -> None:
+    out = curve_analysis(digits_resnet20, probes, AnalysisSettings(k=3))
     by_variant = {
         v: [r["mean"] for r in out.summary if r["variant"] == v]
         for v in ("trained", "random_init", "shuffled")
@@ -120,22 +89,22 @@ def test_curve_rises_after_training_and_nulls_behave(trained, probes, tmp_path) 
     assert pdf.stat().st_size > 1000
 
 
-def test_random_init_is_a_fresh_network_of_the_same_architecture(trained) -> None:
-    fresh = random_init_like(trained, seed=1)
+def test_random_init_is_a_fresh_network_of_the_same_architecture(digits_resnet20) -> None:
+    fresh = random_init_like(digits_resnet20, seed=1)
     assert isinstance(fresh, Normalized)
-    assert fresh.arch_config() == trained.arch_config()
-    assert torch.equal(fresh.mean, trained.mean)
-    same = random_init_like(trained, seed=1)
+    assert fresh.arch_config() == digits_resnet20.arch_config()
+    assert torch.equal(fresh.mean, digits_resnet20.mean)
+    same = random_init_like(digits_resnet20, seed=1)
     first = next(fresh.parameters())
     assert torch.equal(first, next(same.parameters()))  # seeded
-    assert not torch.equal(first, next(trained.parameters()))
+    assert not torch.equal(first, next(digits_resnet20.parameters()))
 
 
-def test_adversarial_curves_peak_lower_and_failures_are_recorded(trained, digits, tmp_path):
+def test_adversarial_curves_peak_lower_and_failures_are_recorded(digits_resnet20, digits, tmp_path):
     pool = ProbeSet.from_datamodule(digits, 120, seed=0)
     attacks = {"fgsm": {}, "pgd": {"iteration_cap": 10}, "cw": {"params": {"bogus": 1}}}
     out = adversarial_analysis(
-        trained, pool.images, pool.labels, attacks, n_samples=100, progress=False
+        digits_resnet20, pool.images, pool.labels, attacks, n_samples=100, progress=False
     )
     status = {r["attack"]: r for r in out.summary}
     assert status["fgsm"]["status"] == "ok" and status["fgsm"]["success_rate"] > 0.8
@@ -157,17 +126,19 @@ def test_adversarial_curves_peak_lower_and_failures_are_recorded(trained, digits
     assert len(read_csv_rows(tmp_path / "adversarial_summary.csv")) == 3
 
 
-def test_adversarial_clean_curve_has_the_same_n_and_pick_first_takes_the_first(trained, digits):
+def test_adversarial_clean_curve_has_the_same_n_and_pick_first_takes_the_first(
+    digits_resnet20, digits
+):
     """Fig. 6a: clean and adversarial curves on the same N; the official code's first successes."""
     pool = ProbeSet.from_datamodule(digits, 150, strategy="sequential")
     kw = {"n_samples": 60, "progress": False}
     first = adversarial_analysis(
-        trained, pool.images, pool.labels, {"fgsm": {}}, pick="first", **kw
+        digits_resnet20, pool.images, pool.labels, {"fgsm": {}}, pick="first", **kw
     )
     n_of = {r["variant"]: r["N"] for r in first.rows}
     assert n_of["clean"] == 60 == n_of["adversarial"]  # not the pool's 150
     assert first.meta["settings"]["n_clean"] == 60 and first.meta["settings"]["pick"] == "first"
-    rnd = adversarial_analysis(trained, pool.images, pool.labels, {"fgsm": {}}, **kw)
+    rnd = adversarial_analysis(digits_resnet20, pool.images, pool.labels, {"fgsm": {}}, **kw)
     # "first" = the first 60 successes in pool order: their clean images are a prefix of the
     # pool's successes, so their paired clean curve differs from a random draw's
     paired = {
@@ -180,15 +151,19 @@ def test_adversarial_clean_curve_has_the_same_n_and_pick_first_takes_the_first(t
     from dnn_modularity.analysis.measure import layer_modularity
 
     expected = layer_modularity(
-        trained, pool.images[:60], {"c": pool.labels[:60]}, AnalysisSettings(k=3)
+        digits_resnet20, pool.images[:60], {"c": pool.labels[:60]}, AnalysisSettings(k=3)
     )
     assert clean == pytest.approx(expected.values["c"])
     with pytest.raises(ValueError, match=r"unknown pick 'all'.*first"):
-        adversarial_analysis(trained, pool.images, pool.labels, {"fgsm": {}}, pick="all", **kw)
+        adversarial_analysis(
+            digits_resnet20, pool.images, pool.labels, {"fgsm": {}}, pick="all", **kw
+        )
 
 
-def test_difference_matches_cka_structure(trained, probes, tmp_path) -> None:
-    out = difference_analysis(trained, probes[0].images, probes[0].labels, AnalysisSettings(k=3))
+def test_difference_matches_cka_structure(digits_resnet20, probes, tmp_path) -> None:
+    out = difference_analysis(
+        digits_resnet20, probes[0].images, probes[0].labels, AnalysisSettings(k=3)
+    )
     diff = np.zeros((NUM_LAYERS, NUM_LAYERS))
     cka = np.zeros((NUM_LAYERS, NUM_LAYERS))
     for row in out.rows:
@@ -206,10 +181,10 @@ def test_difference_matches_cka_structure(trained, probes, tmp_path) -> None:
     _assert_png(written["figures"]["difference"][0], (11.0, 4.8))
 
 
-def test_histograms_count_every_pair(trained, digits, tmp_path) -> None:
+def test_histograms_count_every_pair(digits_resnet20, digits, tmp_path) -> None:
     n = 150
     (probe,) = [ProbeSet.from_datamodule(digits, n, seed=0)]
-    out = histogram_analysis(trained, probe.images, bins=10)
+    out = histogram_analysis(digits_resnet20, probe.images, bins=10)
     per_layer: dict[int, list[dict]] = {}
     for row in out.rows:
         per_layer.setdefault(row["layer_index"], []).append(row)
@@ -228,10 +203,10 @@ def test_histograms_count_every_pair(trained, digits, tmp_path) -> None:
     assert header["k"] == "" and header["N"] == str(n)
 
 
-def test_ring_graphs_and_m_vs_q(trained, probes, tmp_path) -> None:
+def test_ring_graphs_and_m_vs_q(digits_resnet20, probes, tmp_path) -> None:
     num_edges = 300
     out = ring_analysis(
-        trained,
+        digits_resnet20,
         probes[0].images,
         probes[0].labels,
         AnalysisSettings(k=3),
@@ -258,11 +233,13 @@ def test_ring_graphs_and_m_vs_q(trained, probes, tmp_path) -> None:
     assert gif.n_frames == NUM_LAYERS and gif.size == (500, 540)
 
 
-def test_dynamics_from_checkpoints_tracks_accuracy(trained, probes, digits, tmp_path) -> None:
+def test_dynamics_from_checkpoints_tracks_accuracy(
+    digits_resnet20, probes, digits, tmp_path
+) -> None:
     test = ProbeSet.from_datamodule(digits, len(digits.test_labels()), strategy="sequential")
-    untrained = random_init_like(trained, seed=0)
+    untrained = random_init_like(digits_resnet20, seed=0)
     out = dynamics_from_checkpoints(
-        [(4, trained), (0, untrained)],
+        [(4, digits_resnet20), (0, untrained)],
         probes[0].images,
         probes[0].labels,
         AnalysisSettings(k=3),
