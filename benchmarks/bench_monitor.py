@@ -35,6 +35,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -148,7 +149,7 @@ def run_train(overrides: list[str], run_dir: Path, monitor: bool) -> dict:
 def load_runs(root: Path, setting: str, args: argparse.Namespace) -> dict | None:
     """The cell of ``setting`` from run folders kept by an earlier ``--keep`` run (or None)."""
     on, off = [], []
-    for repeat in range(10**6):
+    for repeat in itertools.count():
         runs = [root / f"{setting}_{kind}_{repeat}" for kind in ("on", "off")]
         if not all((run / "results.json").exists() for run in runs):
             break
