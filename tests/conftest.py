@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -12,9 +13,6 @@ os.environ.setdefault("HYDRA_FULL_ERROR", "1")
 import pytest
 import torch
 from torch import nn
-
-from dnn_modularity.data import DigitsDataModule
-from dnn_modularity.models import Normalized, build_model
 
 # Parallel test processes compete for 2 cores; one thread each avoids oversubscription
 # (measured: 2-thread torch can be 10x slower than 1 thread when another process competes).
@@ -118,16 +116,22 @@ def compose_config():
 
 
 @pytest.fixture(scope="module")
-def digits() -> DigitsDataModule:
+def digits() -> Any:
     """The digits data module, set up (default batch size); one per test module."""
+    # Imported here, not at the top: the package pulls in Lightning, which turns off its log
+    # records' propagation when imported before pytest's log capture is in place.
+    from dnn_modularity.data import DigitsDataModule
+
     dm = DigitsDataModule()
     dm.setup()
     return dm
 
 
 @pytest.fixture(scope="module")
-def digits_resnet20(digits: DigitsDataModule) -> Normalized:
+def digits_resnet20(digits: Any) -> nn.Module:
     """ResNet-20 (1 channel) trained 4 epochs with Adam on the digits train split (~2 s), eval."""
+    from dnn_modularity.models import Normalized, build_model  # why local: see `digits`
+
     items = [digits.train_set[i] for i in range(len(digits.train_set))]
     x = torch.stack([item[0] for item in items])
     y = torch.tensor([int(item[1]) for item in items])
