@@ -8,6 +8,7 @@ largest keys of any union of candidate sets are the official algorithm's k neigh
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -39,6 +40,22 @@ def sort_keys(values: Tensor, indices: Tensor) -> Tensor:
     return ordered * _HIGH + (LOW32 - indices)
 
 
+def sort_keys_numpy(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """:func:`sort_keys` for numpy arrays (the CPU dense route's selection runs in numpy).
+
+    Args:
+        values: float32 similarities, any shape.
+        indices: Column indices (int64, 0 <= index < 2³¹), broadcastable to ``values``.
+
+    Returns:
+        int64 keys of the broadcast shape, equal to :func:`sort_keys` of the same inputs.
+    """
+    v = values.astype(np.float32) + np.float32(0.0)  # a fresh array, and -0.0 + 0.0 = +0.0
+    bits = v.view(np.int32)
+    ordered = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64)
+    return ordered * _HIGH + (LOW32 - np.asarray(indices, dtype=np.int64))
+
+
 def decode_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
     """Invert :func:`sort_keys`: return ``(values float32, indices int64)``."""
     low = keys & LOW32
@@ -46,3 +63,11 @@ def decode_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
     ordered = keys >> 32
     bits = torch.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).to(torch.int32)
     return bits.view(torch.float32), indices
+
+
+def decode_keys_numpy(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`decode_keys` for a numpy int64 array: ``(values float32, indices int64)``."""
+    indices = LOW32 - (keys & LOW32)
+    ordered = keys >> 32
+    bits = np.where(ordered < 0, ordered ^ 0x7FFFFFFF, ordered).astype(np.int32)
+    return bits.view(np.float32), indices

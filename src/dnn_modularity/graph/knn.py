@@ -23,17 +23,25 @@ import itertools
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from dnn_modularity.graph.edges import Graph, symmetrize
+from dnn_modularity.graph.dense_select import dense_knn_keys, matrix_buffer
+from dnn_modularity.graph.edges import Graph, symmetrize, symmetrize_numpy
 from dnn_modularity.graph.kernels import (
     KernelChoice,
     choose_by_speed,
     resolve_kernel,
     symmetric_route,
 )
-from dnn_modularity.graph.keys import INT64_MIN, MAX_INDEX, decode_keys, sort_keys
+from dnn_modularity.graph.keys import (
+    INT64_MIN,
+    MAX_INDEX,
+    decode_keys,
+    decode_keys_numpy,
+    sort_keys,
+)
 from dnn_modularity.graph.screen import (
     LowPrecisionRows,
     ScreenBound,
@@ -46,6 +54,7 @@ from dnn_modularity.graph.similarity import (
     block_bounds,
     compute_strip,
     dense_applies,
+    dense_similarity,
     iter_similarity_strips,
     normalize_features,
     resolve_block_size,
@@ -488,7 +497,8 @@ def knn_keys(
     strip yields more candidates than 1/32 of its entries (the similarities spread less than the
     screen's error, as in very high-dimensional noise), the sweep switches to float32 strips for
     the rest. Which kernel runs is decided by :func:`choose_kernel`. Up to N =
-    :data:`~.similarity.DENSE_MAX_N` the float32 path takes the whole matrix as one strip.
+    :data:`~.similarity.DENSE_MAX_N` the float32 path takes the whole matrix as one strip; on a
+    CPU its top-k filter runs in numpy (:mod:`~dnn_modularity.graph.dense_select`).
 
     Args:
         x: float32 (N, D) row-normalised features.
@@ -511,6 +521,11 @@ def knn_keys(
     symmetric_route()  # an unknown route in the environment fails before any work
     choice = choose_kernel(x, k, kernel)
     dense = choice.dtype is None and dense_applies(n, x.shape[1])
+    if dense and x.device.type == "cpu":  # the whole matrix, filtered in numpy
+        s = dense_similarity(x, out=matrix_buffer(n))
+        s.fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
+        log.debug("kernel %s (%s), dense", choice.name, choice.reason)
+        return dense_knn_keys(s, k)
     if dense:  # one strip: the whole matrix
         sweep = _StripSweep(x, k, n, None, DENSE_SUB_BLOCK)
     else:
@@ -531,13 +546,29 @@ def graph_from_knn_keys(keys: Tensor) -> Graph:
     """Build the symmetrised k-NN graph from :func:`knn_keys` output (steps 4-6 of paper 1's code).
 
     Entries that point to the row itself or have similarity 0 are not edges (the official code's
-    ``networkx.from_numpy_array`` skips zero entries).
+    ``networkx.from_numpy_array`` skips zero entries). CPU keys are processed in numpy (a
+    fraction of torch's per-operation overhead at these sizes), others in torch: the same graph.
     """
+    if keys.device.type == "cpu":
+        return _graph_from_keys_numpy(keys)
+    return _graph_from_keys_torch(keys)
+
+
+def _graph_from_keys_torch(keys: Tensor) -> Graph:
     n, k = keys.shape
-    values, cols = decode_keys(keys)
-    rows = torch.arange(n, device=keys.device).unsqueeze(1).expand(n, k)
-    keep = (cols != rows) & (values != 0)
+    values, cols = decode_keys(keys.reshape(-1))
+    rows = torch.arange(n, device=keys.device).repeat_interleave(k)
+    # one nonzero and three gathers: each boolean-mask index would run its own nonzero
+    keep = ((cols != rows) & (values != 0)).nonzero().squeeze(1)
     return symmetrize(n, rows[keep], cols[keep], values[keep])
+
+
+def _graph_from_keys_numpy(keys: Tensor) -> Graph:
+    n, k = keys.shape
+    values, cols = decode_keys_numpy(keys.numpy().ravel())
+    rows = np.repeat(np.arange(n), k)
+    keep = np.flatnonzero((cols != rows) & (values != 0))
+    return symmetrize_numpy(n, rows[keep], cols[keep], values[keep])
 
 
 def knn_graph(

@@ -77,7 +77,11 @@ def _moderate_norms(norms: Tensor, dim: int) -> bool:
     and any underflow of tiny squares, which only lower it), inside :data:`_SAFE_EXPONENTS`, so
     :func:`_scale_rows` would return it unchanged; a NaN or inf anywhere makes its norm fail.
     """
-    ok = (norms == 0) | ((norms >= 2.0**-20 * dim**0.5) & (norms < 2.0**39))
+    low, high = 2.0**-20 * dim**0.5, 2.0**39
+    smallest, largest = (float(v) for v in torch.aminmax(norms))
+    if low <= smallest and largest < high:  # the common case, in one reduction (NaN fails it)
+        return True
+    ok = (norms == 0) | ((norms >= low) & (norms < high))
     return bool(ok.all())
 
 
@@ -199,14 +203,22 @@ def dense_applies(n: int, dim: int) -> bool:
     return n <= DENSE_MAX_N
 
 
-def dense_similarity(x: Tensor) -> Tensor:
+def dense_similarity(x: Tensor, out: Tensor | None = None) -> Tensor:
     """The full (N, N) similarity of row-normalised ``x`` as the dense k-NN route computes it.
 
     One strip of all rows (:func:`compute_strip`): numpy's ``syrk`` on CPUs, else triangular
     sub-strips of :data:`DENSE_SUB_BLOCK` rows; exactly symmetric either way.
+
+    Args:
+        x: (N, D) row-normalised features.
+        out: Optional contiguous (N, N) tensor of x's dtype and device to write into.
+
+    Returns:
+        The (N, N) similarity (``out`` when given).
     """
     n = x.shape[0]
-    out = torch.empty(n, n, dtype=x.dtype, device=x.device)
+    if out is None:
+        out = torch.empty(n, n, dtype=x.dtype, device=x.device)
     with strict_matmul_precision():
         compute_strip(x, 0, n, out, mirror=True, sub_block=DENSE_SUB_BLOCK)
     return out
