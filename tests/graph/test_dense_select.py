@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from dnn_modularity.graph import knn_graph
 from dnn_modularity.graph.dense_select import _group_size, dense_knn_keys, matrix_buffer
 from dnn_modularity.graph.edges import symmetrize, symmetrize_numpy
 from dnn_modularity.graph.keys import decode_keys, decode_keys_numpy, sort_keys, sort_keys_numpy
@@ -122,3 +123,19 @@ def test_matrix_buffer_is_reused_per_thread_and_grows():
     thread.start()
     thread.join()
     assert other[0] != bigger.data_ptr()  # another thread never shares this thread's matrix
+
+
+def test_knn_graph_inside_and_outside_inference_mode_share_the_buffer():
+    feats = torch.randn(200, 16, generator=torch.Generator().manual_seed(5))
+    threading_result: list[bool] = []
+
+    def run() -> None:  # a fresh thread: its first buffer is made under inference_mode
+        with torch.inference_mode():
+            inside = knn_graph(feats, k=3)
+        outside = knn_graph(feats, k=3)
+        threading_result.append(torch.equal(inside.weight, outside.weight))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert threading_result == [True]

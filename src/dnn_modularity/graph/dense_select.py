@@ -56,11 +56,14 @@ def matrix_buffer(n: int) -> Tensor:
     k-NN-modularity call with fresh matrices against 3.9-5.6 ms with the memory kept. The buffer
     grows to the largest N seen: at most DENSE_MAX_N² floats (16 MiB) per thread.
     """
-    buffer = getattr(_LOCAL, "buffer", None)
-    if buffer is None or buffer.numel() < n * n:
-        buffer = torch.empty(n * n, dtype=torch.float32)
-        _LOCAL.buffer = buffer
-    return buffer[: n * n].view(n, n)
+    # a normal tensor, even when first asked for under torch.inference_mode (the training
+    # monitor measures there): an inference tensor could not be written outside of it later
+    with torch.inference_mode(False):
+        buffer = getattr(_LOCAL, "buffer", None)
+        if buffer is None or buffer.numel() < n * n:
+            buffer = torch.empty(n * n, dtype=torch.float32)
+            _LOCAL.buffer = buffer
+        return buffer[: n * n].view(n, n)
 
 
 def _group_size(n: int, k: int) -> int:
