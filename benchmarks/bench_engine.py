@@ -512,6 +512,9 @@ def header(args: argparse.Namespace) -> list[str]:
 
 
 def fmt_time(t: float) -> str:
+    """Seconds with at least two significant digits (milliseconds matter in the small cells)."""
+    if t < 0.1:
+        return f"{t:.4f}"
     return f"{t:.3f}" if t < 100 else f"{t:.1f}"
 
 

@@ -193,7 +193,8 @@ def strip_buffer_size(bounds: list[int]) -> int:
 DENSE_MAX_N = 2048
 """Up to this N the float32 k-NN selection takes the whole N×N similarity matrix (16 MiB at most)
 as one strip: one symmetric product (numpy's ``syrk`` on CPUs, else thin triangular sub-strips of
-:data:`DENSE_SUB_BLOCK` rows) and one pass of the strip filter beat several strips' steps."""
+:data:`DENSE_SUB_BLOCK` rows) and one filter pass (on CPUs numpy's,
+:mod:`~dnn_modularity.graph.dense_select`) beat several strips' steps."""
 
 DENSE_SUB_BLOCK = 128
 
