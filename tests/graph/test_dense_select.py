@@ -14,10 +14,22 @@ import pytest
 import torch
 
 from dnn_modularity.graph import knn_graph
-from dnn_modularity.graph.dense_select import _group_size, dense_knn_keys, matrix_buffer
+from dnn_modularity.graph.dense_select import (
+    MAX_DENSE_SELECT,
+    _group_size,
+    dense_knn_keys,
+    dense_neighbours,
+    matrix_buffer,
+)
 from dnn_modularity.graph.edges import symmetrize, symmetrize_numpy
 from dnn_modularity.graph.keys import decode_keys, decode_keys_numpy, sort_keys, sort_keys_numpy
-from dnn_modularity.graph.knn import _graph_from_keys_numpy, _graph_from_keys_torch
+from dnn_modularity.graph.knn import (
+    _graph_from_keys_numpy,
+    _graph_from_keys_torch,
+    graph_from_neighbours,
+    knn_graph_of_rows,
+    knn_keys,
+)
 
 
 def symmetric_matrix(n: int, kind: str, seed: int) -> torch.Tensor:
@@ -63,6 +75,47 @@ def heapq_keys(s: torch.Tensor, k: int) -> torch.Tensor:
 def test_dense_filter_equals_heapq(kind, n, k):
     s = symmetric_matrix(n, kind, seed=n * 31 + k)
     assert torch.equal(dense_knn_keys(s, k), heapq_keys(s, k))
+
+
+def test_dense_neighbours_are_heapqs_values_and_columns_in_order():
+    s = symmetric_matrix(517, "ties", seed=7)  # a tail (517 = 129 groups of 4 + 1) and many ties
+    values, cols = dense_neighbours(s.numpy(), 5)
+    assert values.dtype == np.float32 and cols.dtype == np.int64 and values.shape == (517, 5)
+    for i in (0, 1, 200, 516):
+        row = s[i].numpy()
+        expected = heapq.nlargest(5, range(517), row.take)
+        assert cols[i].tolist() == expected
+        assert np.array_equal(values[i], row[expected])
+
+
+def test_dense_neighbours_refuses_an_n_its_keys_cannot_hold():
+    too_big = np.broadcast_to(np.float32(0.0), (MAX_DENSE_SELECT + 1,) * 2)  # no memory behind it
+    limit = MAX_DENSE_SELECT
+    with pytest.raises(ValueError, match=f"N <= {limit}, got N = {limit + 1}"):
+        dense_neighbours(too_big, 3)
+
+
+def test_graph_from_neighbours_equals_the_graph_from_keys():
+    # self entries and zero similarities are not edges, wherever they sit in a row's list
+    values = np.array([[0.5, 0.0, 0.25], [0.5, 0.5, -0.125], [0.75, 0.0, 0.0]], np.float32)
+    cols = np.array([[1, 0, 2], [0, 2, 1], [1, 2, 0]], np.int64)
+    graph = graph_from_neighbours(values, cols)
+    assert graph.src.tolist() == [0, 0, 1] and graph.dst.tolist() == [1, 2, 2]
+    assert graph.weight.tolist() == [0.5, 0.125, 0.625]  # (0.5 + 0.5)/2, 0.25/2, (0.5 + 0.75)/2
+    keys = torch.from_numpy(sort_keys_numpy(values, cols))
+    for a in (_graph_from_keys_numpy(keys), _graph_from_keys_torch(keys)):
+        for name in ("src", "dst", "weight"):
+            assert torch.equal(getattr(a, name), getattr(graph, name)), name
+
+
+def test_dense_cpu_graph_equals_the_graph_of_its_keys():
+    # knn_graph_of_rows skips the keys on the CPU dense route: the same graph as through them
+    gen = torch.Generator().manual_seed(2)
+    x = torch.nn.functional.normalize(torch.randn(300, 24, generator=gen))
+    direct = knn_graph_of_rows(x, 4, 64)
+    through_keys = _graph_from_keys_torch(knn_keys(x, 4, 64))
+    for name in ("src", "dst", "weight"):
+        assert torch.equal(getattr(direct, name), getattr(through_keys, name)), name
 
 
 def test_group_size_leaves_enough_groups_for_every_k():

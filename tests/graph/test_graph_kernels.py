@@ -201,6 +201,37 @@ def test_symmetric_product_writes_an_exactly_symmetric_block_in_place(monkeypatc
     assert fresh.isnan().all()
 
 
+def test_whole_matrix_takes_scipy_syrk_and_the_blocked_mirror(monkeypatch):
+    monkeypatch.delenv(kernels.SYMMETRIC_ENV, raising=False)
+    calls: list[int] = []
+    real = kernels.mirror_lower
+    monkeypatch.setattr(kernels, "mirror_lower", lambda c: calls.append(c.shape[0]) or real(c))
+    for n in (1, 2, 127, 128, 129, 300):
+        x = normalize_features(torch.randn(n, 40, generator=torch.Generator().manual_seed(n)))
+        out = torch.full((n, n), float("nan"))
+        assert kernels.symmetric_product(x, out)
+        assert torch.equal(out, out.T)
+        torch.testing.assert_close(out, x @ x.T, rtol=0, atol=float32_dot_bound(40))
+    assert calls == [1, 2, 127, 128, 129, 300]
+
+
+@pytest.mark.parametrize("n", [1, 5, 128, 129, 257, 300])
+def test_mirror_lower_copies_the_lower_triangle_exactly(n):
+    gen = np.random.default_rng(n)
+    lower = np.tril(gen.standard_normal((n, n)).astype(np.float32))
+    c = lower + np.triu(np.full((n, n), np.nan, np.float32), 1)  # the upper part is garbage
+    kernels.mirror_lower(c)
+    assert np.array_equal(c, lower + np.tril(lower, -1).T)
+
+
+def test_syrk_lower_writes_back_where_scipy_had_to_copy():
+    # a float64 output forces f2py to work on a converted copy: the result is copied back
+    a = np.random.default_rng(0).standard_normal((30, 7)).astype(np.float32)
+    c = np.zeros((30, 30), np.float64)
+    kernels._syrk_lower(a, c)
+    np.testing.assert_allclose(np.tril(c), np.tril(a @ a.T), rtol=1e-5, atol=1e-5)
+
+
 def test_numpy_syrk_by_default_on_one_thread_only(monkeypatch):
     # Several threads: numpy's BLAS pool and torch's would spin on the same cores.
     monkeypatch.delenv(kernels.SYMMETRIC_ENV, raising=False)

@@ -19,6 +19,7 @@ from dnn_modularity.graph import (
     knn_modularity,
     modularity,
 )
+from dnn_modularity.graph.modularity import _closed_form_q
 
 
 def planted_features(
@@ -160,6 +161,28 @@ def test_modularity_of_hand_graph():
     dst = torch.tensor([1, 2, 2, 4, 5, 5, 3])
     graph = Graph(6, src, dst, torch.ones(7, dtype=torch.float64))
     assert modularity(graph, [5, 5, 5, 9, 9, 9]) == pytest.approx(5 / 14, abs=1e-15)
+
+
+def test_numpy_and_torch_closed_forms_agree_with_networkx():
+    # CPU graphs are summed in numpy, CUDA graphs in torch: the same Q (both run here on CPU data)
+    gen = torch.Generator().manual_seed(4)
+    graph = knn_graph(torch.randn(200, 12, generator=gen), k=5)
+    codes = torch.randint(0, 4, (200,), generator=gen)
+    edges = graph.src, graph.dst, graph.weight
+    q_torch = _closed_form_q(torch, *edges, codes, 4, 0.7)
+    q_numpy = _closed_form_q(np, *(t.numpy() for t in edges), codes.numpy(), 4, 0.7)
+    communities = [set(torch.nonzero(codes == c).flatten().tolist()) for c in range(4)]
+    expected = nx.community.modularity(to_networkx(graph), communities, resolution=0.7)
+    assert q_torch == pytest.approx(expected, abs=1e-12)
+    assert q_numpy == pytest.approx(expected, abs=1e-12)
+    zero = torch.zeros_like(graph.weight)
+    assert _closed_form_q(torch, graph.src, graph.dst, zero, codes, 4, 1.0) is None
+    assert (
+        _closed_form_q(
+            np, graph.src.numpy(), graph.dst.numpy(), zero.numpy(), codes.numpy(), 4, 1.0
+        )
+        is None
+    )
 
 
 def test_class_separation_hand_computed():

@@ -39,6 +39,7 @@ from torch import Tensor
 from dnn_modularity.graph.edges import Graph
 from dnn_modularity.graph.keys import INT64_MIN, decode_keys
 from dnn_modularity.graph.knn import graph_from_knn_keys, knn_keys
+from dnn_modularity.graph.modularity import modularity_of_codes
 from dnn_modularity.graph.similarity import normalize_features, resolve_block_size
 from dnn_modularity.graph.validation import (
     check_block_size,
@@ -378,7 +379,8 @@ class ClassDiagnostics:
     Attributes:
         classes: (C,) the label value of each class.
         counts: LongTensor (C,) nodes per class.
-        modularity: Q = Σ_c class_q[c] (paper 1's measurement of the layer).
+        modularity: Q (paper 1's measurement of the layer), the value of
+            :func:`~dnn_modularity.graph.modularity.knn_modularity`; Σ_c class_q[c] up to rounding.
         class_q: float64 (C,) per-class terms Q_c (:func:`class_modularity_terms`).
         purity: float64 (C,) per-class k-NN purity (:func:`class_purity`), NaN if undefined.
         class_degree: float64 (C,) summed signed weighted degree a_c of each class.
@@ -465,7 +467,7 @@ def class_diagnostics_of_graph(
     out = ClassDiagnostics(
         classes=torch.unique(y.to(graph.device)),
         counts=counts,
-        modularity=float(class_q.sum()),
+        modularity=modularity_of_codes(graph, codes, num_classes, 1.0),  # knn_modularity's Q
         class_q=class_q,
         purity=_purity(pair_pos, _class_degree(graph, codes, num_classes, w_pos)),
         class_degree=degree,

@@ -19,9 +19,8 @@ The filter (exact, whatever the ties):
    at most the row's k-th largest similarity (counting repeats).
 3. Every entry >= τ_i is a candidate: the members of the groups whose maximum reaches τ_i, and
    the few tail columns beyond the last whole group. This holds every entry of row i's top k.
-4. The candidates become :func:`~dnn_modularity.graph.keys.sort_keys_numpy` keys (heapq's order:
-   value descending, then the lower column) in a padded (N, width) table; a row-wise sort leaves
-   each row's k largest keys, which are the official algorithm's k neighbours.
+4. The candidates are sorted once by (row, value descending, column) — heapq's order within each
+   row — as composite int64 keys; each row's first k are the official algorithm's k neighbours.
 """
 
 from __future__ import annotations
@@ -30,9 +29,10 @@ import threading
 
 import numpy as np
 import torch
+from numpy.lib.stride_tricks import as_strided
 from torch import Tensor
 
-from dnn_modularity.graph.keys import INT64_MIN, sort_keys_numpy
+from dnn_modularity.graph.keys import sort_keys_numpy
 
 GROUPS = 128
 """About this many groups of columns: N/128 columns per group, within [4, 16]. Fewer, wider groups
@@ -42,6 +42,9 @@ at k = 3, µs of the filter for 4 / 8 / 16 columns: N = 500: 457 / 538 / 617; N 
 
 SETS_PER_NEIGHBOUR = 4
 """Sets of group maxima per neighbour for τ (4k sets: a tight bound from a short row sort)."""
+
+MAX_DENSE_SELECT = 2**15
+"""Largest N of :func:`dense_neighbours` (its (row, value, column) keys must fit 64 bits)."""
 
 
 _LOCAL = threading.local()
@@ -85,8 +88,32 @@ def dense_knn_keys(s: Tensor, k: int) -> Tensor:
         int64 (N, k) keys (:func:`~dnn_modularity.graph.keys.sort_keys`) of each row's k
         neighbours, largest first: those of ``heapq.nlargest(k, range(N), row.take)``.
     """
-    a = s.detach().numpy()
+    values, cols = dense_neighbours(s.detach().numpy(), k)
+    return torch.from_numpy(sort_keys_numpy(values, cols))
+
+
+def dense_neighbours(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest neighbours in a whole symmetric similarity matrix (numpy).
+
+    The filter of the module doc; the candidates (a few per row) are then ordered by one sort of
+    composite int64 keys (row, value descending, column), and each row's first k are taken.
+
+    Args:
+        a: float32 (N, N) C-contiguous similarities, exactly symmetric, with the diagonal set
+            as the selection wants it (the official algorithm's 0); N <= 2¹⁵ (the dense route
+            stops at :data:`~dnn_modularity.graph.similarity.DENSE_MAX_N`).
+        k: Neighbours per row, 1 <= k < N.
+
+    Returns:
+        ``(values, cols)``: float32 (N, k) similarities and int64 (N, k) columns of each row's k
+        neighbours, largest first: ``heapq.nlargest(k, range(N), row.take)``'s columns.
+
+    Raises:
+        ValueError: N above 2¹⁵ (the row-order keys would not fit 64 bits).
+    """
     n = a.shape[0]
+    if n > MAX_DENSE_SELECT:
+        raise ValueError(f"the dense selection takes N <= {MAX_DENSE_SELECT}, got N = {n}")
     group = _group_size(n, k)
     groups = n // group
     main = groups * group  # columns [main, n) are the tail: candidates of their own
@@ -96,27 +123,37 @@ def dense_knn_keys(s: Tensor, k: int) -> Tensor:
     sets = min(groups, SETS_PER_NEIGHBOUR * k)
     per = groups // sets
     set_max = block_max[: sets * per].reshape(sets, per, n).max(axis=1)
-    tau = np.sort(set_max.T, axis=1)[:, sets - k]  # (N,): <= each row's k-th largest entry
-    # candidate groups in row-major order: row i, group b
-    rows, blocks = np.divmod(np.flatnonzero((block_max >= tau).T), groups)
-    cols = (blocks * group)[:, None] + np.arange(group)
-    values = a.ravel().take(cols + (rows * n)[:, None])
-    keep = np.flatnonzero(values >= tau[rows, None])
-    rows = rows[keep // group]
-    keys = sort_keys_numpy(values.ravel()[keep], cols.ravel()[keep])
-    counts = np.bincount(rows, minlength=n)
-    width = int(counts.max())
-    table = np.full((n, width + n - main), INT64_MIN, dtype=np.int64)
-    slots = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
-    table[rows, slots] = keys
+    tau = np.sort(set_max, axis=0)[sets - k]  # (N,): <= each row's k-th largest entry
+    blocks, rows = np.nonzero(block_max >= tau)  # the candidate groups (any order)
+    # (N, groups, group) view of the main columns: one gather takes each candidate group's entries
+    grouped = as_strided(a, (n, groups, group), (a.strides[0], group * a.itemsize, a.itemsize))
+    entries = grouped[rows, blocks]
+    pick, offset = np.nonzero(entries >= tau[rows, None])
+    values, rows, cols = entries[pick, offset], rows[pick], blocks[pick] * group + offset
     if main < n:
-        tail = a[:, main:]
-        tail_keys = sort_keys_numpy(tail, np.arange(main, n))
-        table[:, width:] = np.where(tail >= tau[:, None], tail_keys, INT64_MIN)
-    table.sort(axis=1)
-    # k distinct entries reach tau, so each row holds at least k real keys; copied because torch
-    # takes no negative strides
-    return torch.from_numpy(table[:, : -k - 1 : -1].copy())
+        tail_rows, tail_cols = np.nonzero(a[:, main:] >= tau[:, None])
+        tail_cols += main
+        values = np.concatenate([values, a[tail_rows, tail_cols]])
+        rows = np.concatenate([rows, tail_rows])
+        cols = np.concatenate([cols, tail_cols])
+    order = np.argsort(_row_order_keys(rows, values, cols, n))
+    # k distinct entries reach tau, so every row has at least k candidates: its first k in order
+    counts = np.bincount(rows, minlength=n)
+    top = order[(np.cumsum(counts) - counts)[:, None] + np.arange(k)]
+    return values[top], cols[top]
 
 
-__all__ = ["GROUPS", "dense_knn_keys", "matrix_buffer"]
+def _row_order_keys(rows: np.ndarray, values: np.ndarray, cols: np.ndarray, n: int) -> np.ndarray:
+    """int64 keys whose ascending order is (row, value descending, column): heapq's order per row.
+
+    Three fields: the row, the complement of the value's order-preserving 32-bit integer
+    (:func:`~dnn_modularity.graph.keys.sort_keys_numpy`'s fold, so -0.0 ties with +0.0), the
+    column; b = bits of N - 1 each for row and column, 2b + 32 <= 62 bits for N <= 2¹⁵.
+    """
+    bits = (values + np.float32(0.0)).view(np.int32)  # a fresh array, and -0.0 + 0.0 = +0.0
+    ordered = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64)
+    shift = max(1, int(n - 1).bit_length())
+    return (rows << (32 + shift)) + ((np.int64(0x7FFFFFFF) - ordered) << shift) + cols
+
+
+__all__ = ["GROUPS", "dense_knn_keys", "dense_neighbours", "matrix_buffer"]

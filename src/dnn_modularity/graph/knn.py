@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dnn_modularity.graph.dense_select import dense_knn_keys, matrix_buffer
+from dnn_modularity.graph.dense_select import dense_neighbours, matrix_buffer
 from dnn_modularity.graph.edges import Graph, symmetrize, symmetrize_numpy
 from dnn_modularity.graph.kernels import (
     KernelChoice,
@@ -41,6 +41,7 @@ from dnn_modularity.graph.keys import (
     decode_keys,
     decode_keys_numpy,
     sort_keys,
+    sort_keys_numpy,
 )
 from dnn_modularity.graph.screen import (
     LowPrecisionRows,
@@ -72,7 +73,9 @@ __all__ = [
     "Graph",
     "choose_kernel",
     "graph_from_knn_keys",
+    "graph_from_neighbours",
     "knn_graph",
+    "knn_graph_of_rows",
     "knn_keys",
     "top_edges_graph",
 ]
@@ -513,19 +516,58 @@ def knn_keys(
         int64 (N, k) keys (see :func:`sort_keys`) of each row's k neighbours; row i may contain i
         itself (similarity 0) when fewer than k other columns are larger.
     """
-    n, _ = x.shape
-    if n > MAX_INDEX:
-        raise ValueError(f"at most {MAX_INDEX} samples are supported, got N = {n}")
     if screen is not None:
         kernel = "bfloat16" if screen else "float32"
+    choice, dense = _route(x, k, kernel)
+    if dense and x.device.type == "cpu":
+        return torch.from_numpy(sort_keys_numpy(*_dense_cpu_neighbours(x, k, choice)))
+    return _sweep_keys(x, k, block_size, choice, dense)
+
+
+def knn_graph_of_rows(x: Tensor, k: int, block_size: int, kernel: str | None = None) -> Graph:
+    """:func:`graph_from_knn_keys` of :func:`knn_keys`, without the keys on the CPU dense route.
+
+    There the neighbours come from numpy as (value, column) arrays and the graph is built from
+    them directly (:func:`graph_from_neighbours`): the same graph, without encoding and decoding
+    N·k keys.
+
+    Args:
+        x: float32 (N, D) row-normalised features.
+        k: Neighbours per row, 1 <= k < N.
+        block_size: Rows per strip.
+        kernel: As in :func:`knn_keys`.
+
+    Returns:
+        The symmetrised k-NN :class:`Graph` (on x's device).
+    """
+    choice, dense = _route(x, k, kernel)
+    if dense and x.device.type == "cpu":
+        return graph_from_neighbours(*_dense_cpu_neighbours(x, k, choice))
+    return graph_from_knn_keys(_sweep_keys(x, k, block_size, choice, dense))
+
+
+def _route(x: Tensor, k: int, kernel: str | None) -> tuple[KernelChoice, bool]:
+    """The kernel choice for rows x, and whether the dense (whole-matrix) route takes them."""
+    n = x.shape[0]
+    if n > MAX_INDEX:
+        raise ValueError(f"at most {MAX_INDEX} samples are supported, got N = {n}")
     symmetric_route()  # an unknown route in the environment fails before any work
     choice = choose_kernel(x, k, kernel)
-    dense = choice.dtype is None and dense_applies(n, x.shape[1])
-    if dense and x.device.type == "cpu":  # the whole matrix, filtered in numpy
-        s = dense_similarity(x, out=matrix_buffer(n))
-        s.fill_diagonal_(0.0)  # the official code zeroes the diagonal (not -inf)
-        log.debug("kernel %s (%s), dense", choice.name, choice.reason)
-        return dense_knn_keys(s, k)
+    return choice, choice.dtype is None and dense_applies(n, x.shape[1])
+
+
+def _dense_cpu_neighbours(x: Tensor, k: int, choice: KernelChoice) -> tuple[np.ndarray, np.ndarray]:
+    """The whole similarity matrix in a reused buffer, filtered in numpy: (N, k) values, columns."""
+    n = x.shape[0]
+    a = dense_similarity(x, out=matrix_buffer(n)).numpy()
+    a.ravel()[:: n + 1] = 0.0  # the official code zeroes the diagonal (not -inf)
+    log.debug("kernel %s (%s), dense", choice.name, choice.reason)
+    return dense_neighbours(a, k)
+
+
+def _sweep_keys(x: Tensor, k: int, block_size: int, choice: KernelChoice, dense: bool) -> Tensor:
+    """The strip sweep's keys (on CUDA the dense route is one strip of the whole matrix)."""
+    n = x.shape[0]
     if dense:  # one strip: the whole matrix
         sweep = _StripSweep(x, k, n, None, DENSE_SUB_BLOCK)
     else:
@@ -564,10 +606,27 @@ def _graph_from_keys_torch(keys: Tensor) -> Graph:
 
 
 def _graph_from_keys_numpy(keys: Tensor) -> Graph:
-    n, k = keys.shape
-    values, cols = decode_keys_numpy(keys.numpy().ravel())
-    rows = np.repeat(np.arange(n), k)
-    keep = np.flatnonzero((cols != rows) & (values != 0))
+    values, cols = decode_keys_numpy(keys.numpy())
+    return graph_from_neighbours(values, cols)
+
+
+def graph_from_neighbours(values: np.ndarray, cols: np.ndarray) -> Graph:
+    """The symmetrised k-NN graph of each row's neighbours given as arrays (CPU, numpy).
+
+    Entries that point to the row itself or have similarity 0 are not edges, as in
+    :func:`graph_from_knn_keys`.
+
+    Args:
+        values: float32 (N, k) similarities of each row's neighbours.
+        cols: int64 (N, k) their columns.
+
+    Returns:
+        The undirected CPU :class:`Graph`.
+    """
+    n, k = values.shape
+    values, cols = values.ravel(), cols.ravel()
+    rows = np.arange(n).repeat(k)
+    keep = np.flatnonzero((values != 0) & (cols != rows))
     return symmetrize_numpy(n, rows[keep], cols[keep], values[keep])
 
 
@@ -610,8 +669,7 @@ def knn_graph(
     x = normalize_features(features, metric)
     n = x.shape[0]
     check_k(k, n)
-    keys = knn_keys(x, k, resolve_block_size(block_size, n, x.device), kernel=kernel)
-    return graph_from_knn_keys(keys)
+    return knn_graph_of_rows(x, k, resolve_block_size(block_size, n, x.device), kernel)
 
 
 def _top_pairs(
