@@ -614,7 +614,7 @@ def print_tables(cells: list[tuple[int, int, dict]], args: argparse.Namespace) -
             # the decision is made on the first call at a shape (then cached or, below the
             # probing threshold, a few µs): its share of that first, cold call
             share = 100 * ours["probe_s"] / ours["first_time"]
-            route = "numpy syrk" if ours.get("symmetric") == "numpy" else "torch sub-strips"
+            route = "BLAS syrk" if ours.get("symmetric") == "numpy" else "torch sub-strips"
             path = f"{ours['path']}, {route} ({ours['probe_s']:.4f}, {share:.2f} %)"
             if any("from row" in line for line in ours.get("engine_log", [])):
                 path += "; fell back to float32"
