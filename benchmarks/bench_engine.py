@@ -465,17 +465,24 @@ def cpu_description() -> tuple[str, list[str]]:
     return model, [flag for flag in CPU_FLAGS if flag in flags]
 
 
+def _with_blas(name: str, module: object) -> str:
+    """A library's version and the BLAS it was built with: ``"numpy 2.4.6 (scipy-openblas …)"``."""
+    text = f"{name} {module.__version__}"
+    try:
+        blas = module.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        text += f" ({blas.get('name', '?')} {blas.get('version', '')})".rstrip()
+    except Exception:  # an older show_config without dicts: the version alone
+        pass
+    return text
+
+
 def _versions() -> str:
     import numpy as np
+    import scipy
     import torch
 
-    parts = [f"torch {torch.__version__}", f"numpy {np.__version__}"]
-    try:
-        config = np.show_config(mode="dicts")
-        blas = config["Build Dependencies"]["blas"]
-        parts[-1] += f" ({blas.get('name', '?')} {blas.get('version', '')})".rstrip()
-    except Exception:
-        pass
+    # numpy's and scipy's BLAS (each its own build): the engine's syrk calls go to both
+    parts = [f"torch {torch.__version__}", _with_blas("numpy", np), _with_blas("scipy", scipy)]
     for name in ("faiss", "sklearn", "igraph", "networkx"):
         try:
             module = __import__(name)

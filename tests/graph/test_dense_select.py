@@ -17,7 +17,6 @@ from dnn_modularity.graph import knn_graph
 from dnn_modularity.graph.dense_select import (
     MAX_DENSE_SELECT,
     _group_size,
-    dense_knn_keys,
     dense_neighbours,
     matrix_buffer,
 )
@@ -58,6 +57,11 @@ def symmetric_matrix(n: int, kind: str, seed: int) -> torch.Tensor:
     return a.contiguous()
 
 
+def dense_keys(s: torch.Tensor, k: int) -> torch.Tensor:
+    """The dense filter's neighbours of each row as sort keys (as knn_keys returns them)."""
+    return torch.from_numpy(sort_keys_numpy(*dense_neighbours(s.numpy(), k)))
+
+
 def heapq_keys(s: torch.Tensor, k: int) -> torch.Tensor:
     """The official selection (heapq.nlargest per row) as sort keys, largest first."""
     rows = []
@@ -74,7 +78,7 @@ def heapq_keys(s: torch.Tensor, k: int) -> torch.Tensor:
 )
 def test_dense_filter_equals_heapq(kind, n, k):
     s = symmetric_matrix(n, kind, seed=n * 31 + k)
-    assert torch.equal(dense_knn_keys(s, k), heapq_keys(s, k))
+    assert torch.equal(dense_keys(s, k), heapq_keys(s, k))
 
 
 def test_dense_neighbours_are_heapqs_values_and_columns_in_order():
@@ -147,7 +151,7 @@ def test_numpy_key_twins_equal_the_torch_keys():
 
 def test_numpy_graph_equals_the_torch_graph():
     s = symmetric_matrix(300, "ties", seed=3)
-    keys = dense_knn_keys(s, 4)
+    keys = dense_keys(s, 4)
     a, b = _graph_from_keys_numpy(keys), _graph_from_keys_torch(keys)
     for name in ("src", "dst", "weight"):
         assert torch.equal(getattr(a, name), getattr(b, name)), name

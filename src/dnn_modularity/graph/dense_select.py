@@ -6,7 +6,7 @@ heapq's tie-breaking, which at these sizes is dominated by per-operation overhea
 on a CPU, torch's ``topk`` / ``argmax`` / ``nonzero`` over many short rows cost 0.3-3 ns per entry
 and ~5-10 µs per call, numpy's ``sort`` along short rows ~8x less (measured on a Xeon, 500 × 64:
 ``torch.topk`` 384 µs, ``np.sort`` 46 µs). So this filter runs in numpy on the matrix's memory
-(no copy) and hands back a torch tensor: 0.6-0.9 ms instead of 1.5-3 ms at N = 500, 5 ms
+(no copy) and hands back numpy arrays: 0.6-0.9 ms instead of 1.5-3 ms at N = 500, 5 ms
 instead of 10-13 ms at N = 2000 (``benchmarks/bench_engine.py``).
 
 The filter (exact, whatever the ties):
@@ -31,8 +31,6 @@ import numpy as np
 import torch
 from numpy.lib.stride_tricks import as_strided
 from torch import Tensor
-
-from dnn_modularity.graph.keys import sort_keys_numpy
 
 GROUPS = 128
 """About this many groups of columns: N/128 columns per group, within [4, 16]. Fewer, wider groups
@@ -74,22 +72,6 @@ def _group_size(n: int, k: int) -> int:
     """Columns per group: N/:data:`GROUPS` within [4, 16], and at least 4k groups (for τ)."""
     preferred = min(16, max(4, round(n / GROUPS)))
     return max(1, min(preferred, n // (SETS_PER_NEIGHBOUR * k)))
-
-
-def dense_knn_keys(s: Tensor, k: int) -> Tensor:
-    """Each row's k nearest neighbours in a whole symmetric similarity matrix, as sort keys.
-
-    Args:
-        s: float32 (N, N) contiguous CPU similarities, exactly symmetric, with the diagonal
-            already set as the selection wants it (the official algorithm's 0).
-        k: Neighbours per row, 1 <= k < N.
-
-    Returns:
-        int64 (N, k) keys (:func:`~dnn_modularity.graph.keys.sort_keys`) of each row's k
-        neighbours, largest first: those of ``heapq.nlargest(k, range(N), row.take)``.
-    """
-    values, cols = dense_neighbours(s.detach().numpy(), k)
-    return torch.from_numpy(sort_keys_numpy(values, cols))
 
 
 def dense_neighbours(a: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -156,4 +138,4 @@ def _row_order_keys(rows: np.ndarray, values: np.ndarray, cols: np.ndarray, n: i
     return (rows << (32 + shift)) + ((np.int64(0x7FFFFFFF) - ordered) << shift) + cols
 
 
-__all__ = ["GROUPS", "dense_knn_keys", "dense_neighbours", "matrix_buffer"]
+__all__ = ["GROUPS", "dense_neighbours", "matrix_buffer"]
