@@ -504,7 +504,8 @@ def header(args: argparse.Namespace) -> list[str]:
         f"cold run (peak memory), then the median of >= {args.repeats} warm runs (more until "
         f"{args.min_seconds:g} s; above {args.once_above:.0e} multiply-adds the cold run only); "
         f"cells of at most {args.rounds_below:.0e} multiply-adds: {args.rounds} interleaved rounds "
-        "of all methods, warm times pooled",
+        "of all methods, warm times pooled (times: their median; ratios: the median of the "
+        "per-round ratios, each round's methods run back to back)",
         f"# features: N samples × D dims, {NUM_CLASSES} classes, mean·0.3 + N(0, 1); k = {K}, "
         "cosine",
     ]
@@ -534,8 +535,16 @@ def _cell(result: dict | None) -> str:
 
 
 def _ratio(a: dict | None, b: dict | None) -> str:
+    """a's time over b's: with several rounds, the median of the per-round ratios.
+
+    A round runs every method back to back, so a ratio within one round compares them in the same
+    phase of a shared VM's drifting speed; the ratio of the pooled medians would not.
+    """
     if not a or not b or "error" in a or "error" in b:
         return "-"
+    rounds_a, rounds_b = a.get("round_times", []), b.get("round_times", [])
+    if len(rounds_a) > 1 and len(rounds_a) == len(rounds_b):
+        return f"{statistics.median(x / y for x, y in zip(rounds_a, rounds_b, strict=True)):.2f}"
     return f"{a['time'] / b['time']:.2f}"
 
 
@@ -557,6 +566,7 @@ def _pool(rounds: list[dict]) -> dict:
     pooled["time"] = statistics.median(pooled["times"])
     pooled["cpu"] = statistics.median(r["cpu"] for r in rounds)
     pooled["rounds"] = len(rounds)
+    pooled["round_times"] = [statistics.median(r["times"]) for r in rounds]
     return pooled
 
 
