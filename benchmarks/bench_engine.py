@@ -621,9 +621,10 @@ def print_tables(cells: list[tuple[int, int, dict]], args: argparse.Namespace) -
         "| N | D | ours | path chosen, symmetric blocks (probe s, % of ours' first call) | "
         "ours fp32 | ours bf16 | faiss + igraph | "
         "sklearn + networkx | numpy X·Xᵀ (syrk) | torch mm (full) | official | "
-        "ours / faiss | ours / sklearn | fp32 / numpy | bf16 / fp32 | official / ours |"
+        "ours / faiss | ours / sklearn | ours / numpy | fp32 / numpy | bf16 / fp32 | "
+        "official / ours |"
     )
-    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---|" + "---:|" * 13)
     for n, d, r in cells:
         ours = r.get("ours")
         path = "-"
@@ -650,7 +651,8 @@ def print_tables(cells: list[tuple[int, int, dict]], args: argparse.Namespace) -
             f"{_cell(r.get('bf16'))} | {_cell(r.get('faiss'))} | {_cell(r.get('sklearn'))} | "
             f"{_cell(r.get('numpy'))} | {_cell(r.get('torch'))} | {off_text} | "
             f"{_ratio(ours, r.get('faiss'))} | {_ratio(ours, r.get('sklearn'))} | "
-            f"{_ratio(r.get('fp32'), r.get('numpy'))} | {_ratio(r.get('bf16'), r.get('fp32'))} | "
+            f"{_ratio(ours, r.get('numpy'))} | {_ratio(r.get('fp32'), r.get('numpy'))} | "
+            f"{_ratio(r.get('bf16'), r.get('fp32'))} | "
             f"{official_ratio} |"
         )
     print(
