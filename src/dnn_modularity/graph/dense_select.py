@@ -32,6 +32,8 @@ import torch
 from numpy.lib.stride_tricks import as_strided
 from torch import Tensor
 
+from dnn_modularity.graph.keys import ordered_bits_numpy
+
 GROUPS = 128
 """About this many groups of columns: N/128 columns per group, within [4, 16]. Fewer, wider groups
 make the group maxima cheaper to sort, but every candidate group's members are gathered (measured
@@ -129,11 +131,10 @@ def _row_order_keys(rows: np.ndarray, values: np.ndarray, cols: np.ndarray, n: i
     """int64 keys whose ascending order is (row, value descending, column): heapq's order per row.
 
     Three fields: the row, the complement of the value's order-preserving 32-bit integer
-    (:func:`~dnn_modularity.graph.keys.sort_keys_numpy`'s fold, so -0.0 ties with +0.0), the
-    column; b = bits of N - 1 each for row and column, 2b + 32 <= 62 bits for N <= 2¹⁵.
+    (:func:`~dnn_modularity.graph.keys.ordered_bits_numpy`, so -0.0 ties with +0.0), the column;
+    b = bits of N - 1 each for row and column, 2b + 32 <= 62 bits for N <= 2¹⁵.
     """
-    bits = (values + np.float32(0.0)).view(np.int32)  # a fresh array, and -0.0 + 0.0 = +0.0
-    ordered = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64)
+    ordered = ordered_bits_numpy(values)
     shift = max(1, int(n - 1).bit_length())
     return (rows << (32 + shift)) + ((np.int64(0x7FFFFFFF) - ordered) << shift) + cols
 

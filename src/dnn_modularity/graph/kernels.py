@@ -43,6 +43,7 @@ in the last bit of a similarity (another summation order), never more.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -249,7 +250,13 @@ def symmetric_product(rows: Tensor, out: Tensor) -> bool:
 MIRROR_BLOCK = 128
 """Rows per step of :func:`mirror_lower`: the transposed copies stay within the cache."""
 
-_UPPER_MASKS: dict[int, np.ndarray] = {}
+
+@functools.cache
+def _upper_mask(size: int) -> np.ndarray:
+    """A read-only bool (size, size) mask, True strictly above the diagonal (cached, shared)."""
+    mask = np.triu(np.ones((size, size), dtype=bool), 1)
+    mask.flags.writeable = False
+    return mask
 
 
 def _syrk_lower(a: np.ndarray, c: np.ndarray) -> None:
@@ -283,12 +290,8 @@ def mirror_lower(c: np.ndarray) -> None:
     for i0 in range(0, n, MIRROR_BLOCK):
         i1 = min(n, i0 + MIRROR_BLOCK)
         c[i0:i1, i1:] = c[i1:, i0:i1].T
-        size = i1 - i0
-        upper = _UPPER_MASKS.get(size)
-        if upper is None:
-            upper = _UPPER_MASKS.setdefault(size, np.triu(np.ones((size, size), dtype=bool), 1))
         block = c[i0:i1, i0:i1]
-        np.copyto(block, block.T, where=upper)
+        np.copyto(block, block.T, where=_upper_mask(i1 - i0))
 
 
 def _sync(device: torch.device) -> None:

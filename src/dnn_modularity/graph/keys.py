@@ -50,10 +50,18 @@ def sort_keys_numpy(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
     Returns:
         int64 keys of the broadcast shape, equal to :func:`sort_keys` of the same inputs.
     """
+    return ordered_bits_numpy(values) * _HIGH + (LOW32 - np.asarray(indices, dtype=np.int64))
+
+
+def ordered_bits_numpy(values: np.ndarray) -> np.ndarray:
+    """int64 integers in the order of the float32 ``values`` (-0.0 and +0.0 equal), any shape.
+
+    The value part of :func:`sort_keys_numpy`: IEEE floats order like sign-magnitude integers, so
+    the magnitude bits of negatives are flipped. Values in [-2³¹, 2³¹).
+    """
     v = values.astype(np.float32) + np.float32(0.0)  # a fresh array, and -0.0 + 0.0 = +0.0
     bits = v.view(np.int32)
-    ordered = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64)
-    return ordered * _HIGH + (LOW32 - np.asarray(indices, dtype=np.int64))
+    return np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits).astype(np.int64)
 
 
 def decode_keys(keys: Tensor) -> tuple[Tensor, Tensor]:
