@@ -7,9 +7,10 @@ warm runs (more for cheap cells, until ``--min-seconds``); small cells run ``--r
 interleaved rounds of all methods (a shared VM's speed drifts) and pool the warm times:
 
 - ``ours``: :func:`dnn_modularity.graph.knn_modularity` as shipped (kernel ``auto``: the bf16
-  screen only where the micro-benchmark finds it fast), with the path it chose and what its
-  one-time probe cost;
-- ``fp32`` / ``bf16``: the same with the kernel forced to ``float32`` / ``bfloat16``;
+  screen only where the micro-benchmark finds it fast; on GPUs the fp16 screen by capability and
+  call size), with the path it chose and what its one-time decision cost;
+- ``fp32`` / ``bf16`` / ``fp16``: the same with the kernel forced to ``float32`` / ``bfloat16`` /
+  ``float16`` (fp16 is a candidate on CUDA only: not in the default list);
 - ``faiss``: faiss-cpu ``IndexFlatIP`` exact k-NN (k + 1, self dropped) + (A + Aᵀ)/2 + igraph
   modularity (``pip install -e .[bench]``; skipped when faiss is not installed);
 - ``sklearn``: scikit-learn ``NearestNeighbors(algorithm="brute", metric="cosine")`` + networkx;
@@ -35,6 +36,7 @@ Usage:
     python benchmarks/bench_engine.py --sizes 2000x512,10000x8192 --impls ours,fp32,faiss
     python benchmarks/bench_engine.py --sizes 10000x512 --impls ours,fp32 --bf16-slowdown 8
     python benchmarks/bench_engine.py --big --threads 1     # N = 50,000, D = 2048, ours only
+    python benchmarks/bench_engine.py --device cuda --sizes 10000x8192,50000x2048  # GPU table
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ import time
 from pathlib import Path
 
 DEFAULT_SIZES = [(n, d) for n in (500, 2000, 10000) for d in (512, 8192, 65536)]
-IMPLS = ("ours", "fp32", "bf16", "faiss", "sklearn", "numpy", "torch", "official")
+IMPLS = ("ours", "fp32", "bf16", "fp16", "faiss", "sklearn", "numpy", "torch", "official")
 NUM_CLASSES = 10
 K = 3
 NS_PER_PAIR_FALLBACK = 287.0  # ENGINE-NOTES: the official heapq loop per (row, column) pair
+GPU_IMPLS = ("ours", "fp32", "bf16", "fp16", "torch")
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 
 
@@ -84,7 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated NxD list (default: N in 500,2000,10000 × D in 512,8192,65536)",
     )
     parser.add_argument(
-        "--impls", type=parse_impls, default=list(IMPLS), help=f"subset of {','.join(IMPLS)}"
+        "--impls",
+        type=parse_impls,
+        default=None,
+        help=f"subset of {','.join(IMPLS)} (default: all but fp16 on CPU; "
+        f"{','.join(GPU_IMPLS)} on CUDA)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch/BLAS threads (default 1)")
     parser.add_argument(
@@ -298,7 +305,7 @@ def _ours(impl: str, feats, labels) -> tuple[float, list]:
     """knn_graph + modularity (= knn_modularity, keeping the edges to compare)."""
     from dnn_modularity.graph import knn_graph, modularity
 
-    kernel = {"ours": None, "fp32": "float32", "bf16": "bfloat16"}[impl]
+    kernel = {"ours": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[impl]
     graph = knn_graph(feats, k=K, kernel=kernel)
     q = modularity(graph, labels)
     return q, list(zip(graph.src.tolist(), graph.dst.tolist(), strict=True))
@@ -317,13 +324,13 @@ def run_worker(impl: str, n: int, d: int, args: argparse.Namespace) -> dict:
     device = args.device
     cuda = device != "cpu"
     feats_np, labels_np = feats.numpy(), labels.numpy()
-    if impl in ("ours", "fp32", "bf16", "torch") and cuda:
+    if impl in ("ours", "fp32", "bf16", "fp16", "torch") and cuda:
         feats, labels = feats.to(device), labels.to(device)
         torch.cuda.synchronize()
-    kernel = {"ours": None, "fp32": "float32", "bf16": "bfloat16"}.get(impl)
+    kernel = {"ours": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(impl)
     # warm the libraries up on a tiny problem (thread pools, BLAS/oneDNN kernels, CUDA context)
     tiny, tiny_labels = make_features(64, 64, args.seed + 1)
-    if impl in ("ours", "fp32", "bf16"):
+    if impl in ("ours", "fp32", "bf16", "fp16"):
         knn_modularity(tiny.to(device), tiny_labels.to(device), k=K, kernel=kernel or "float32")
         kernels.clear_speed_cache()
     if impl == "faiss":
@@ -376,7 +383,7 @@ def run_worker(impl: str, n: int, d: int, args: argparse.Namespace) -> dict:
         if run > 100:
             break
         start, start_cpu = time.perf_counter(), time.process_time()
-        if impl in ("ours", "fp32", "bf16"):
+        if impl in ("ours", "fp32", "bf16", "fp16"):
             value, edges = _ours(impl, feats, labels)
         elif impl == "official":
             value, edges = official_knn_modularity(feats_np, labels_np, K)
@@ -492,6 +499,18 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
+def gpu_description(device: str) -> str:
+    """The GPU's name, compute capability, memory and the CUDA/cuDNN versions of torch."""
+    import torch
+
+    props = torch.cuda.get_device_properties(device)
+    return (
+        f"GPU {props.name} (compute capability {props.major}.{props.minor}, "
+        f"{props.multi_processor_count} SMs, {props.total_memory / 2**30:.0f} GiB), "
+        f"CUDA {torch.version.cuda}, cuDNN {torch.backends.cudnn.version()}"
+    )
+
+
 def header(args: argparse.Namespace) -> list[str]:
     model, flags = cpu_description()
     lines = [
@@ -509,6 +528,8 @@ def header(args: argparse.Namespace) -> list[str]:
         f"# features: N samples × D dims, {NUM_CLASSES} classes, mean·0.3 + N(0, 1); k = {K}, "
         "cosine",
     ]
+    if args.device != "cpu":
+        lines.append(f"# {gpu_description(args.device)}")
     if args.bf16_slowdown != 1.0:
         lines.append(
             f"# SIMULATED: ours' speed probe sees bf16 matmuls {args.bf16_slowdown:g}x slower "
@@ -585,7 +606,7 @@ def run_cells(args: argparse.Namespace) -> list[tuple[int, int, dict]]:
             for impl in args.impls
             if (impl == "official" and work > args.skip_official_above)
             or (
-                impl in ("faiss", "sklearn", "numpy", "torch", "bf16")
+                impl in ("faiss", "sklearn", "numpy", "torch", "bf16", "fp16")
                 and work > args.skip_peers_above
             )
         }
@@ -627,15 +648,7 @@ def print_tables(cells: list[tuple[int, int, dict]], args: argparse.Namespace) -
     print("|---:|---:|---:|---|" + "---:|" * 13)
     for n, d, r in cells:
         ours = r.get("ours")
-        path = "-"
-        if ours and "error" not in ours:
-            # the decision is made on the first call at a shape (then cached or, below the
-            # probing threshold, a few µs): its share of that first, cold call
-            share = 100 * ours["probe_s"] / ours["first_time"]
-            route = "BLAS syrk" if ours.get("symmetric") == "numpy" else "torch sub-strips"
-            path = f"{ours['path']}, {route} ({ours['probe_s']:.4f}, {share:.2f} %)"
-            if any("from row" in line for line in ours.get("engine_log", [])):
-                path += "; fell back to float32"
+        path = _path_text(ours)
         off = r.get("official")
         off_text, off_time = "not run", None
         if off is not None:
@@ -682,8 +695,48 @@ def print_tables(cells: list[tuple[int, int, dict]], args: argparse.Namespace) -
         )
 
 
+def _path_text(ours: dict | None) -> str:
+    """The kernel ours chose, its route and the decision's cost as a share of the first call."""
+    if not ours or "error" in ours:
+        return "-"
+    # the decision is made on the first call at a shape (then cached or, below the probing
+    # threshold, a few µs): its share of that first, cold call
+    share = 100 * ours["probe_s"] / ours["first_time"]
+    route = "BLAS syrk" if ours.get("symmetric") == "numpy" else "torch sub-strips"
+    path = f"{ours['path']}, {route} ({ours['probe_s']:.4f}, {share:.2f} %)"
+    if any("from row" in line for line in ours.get("engine_log", [])):
+        path += "; fell back to float32"
+    return path
+
+
+def print_gpu_tables(cells: list[tuple[int, int, dict]]) -> None:
+    """The GPU table: ours (auto) against each forced kernel and the full float32 torch.mm."""
+    print("\n## Times (wall seconds, median) and ratios (GPU)")
+    print(
+        "| N | D | ours | path chosen (probe s, % of ours' first call) | ours fp32 | ours bf16 | "
+        "ours fp16 | torch mm fp32 (full) | ours / fp32 | ours / torch mm | bf16 / fp32 | "
+        "fp16 / fp32 | Q ours | fp32, bf16, fp16: |ΔQ|, edges | peak MiB ours | "
+        "peak MiB torch mm |"
+    )
+    print("|---:|---:|---:|---|" + "---:|" * 9 + "---|---:|---:|")
+    for n, d, r in cells:
+        ours, mm = r.get("ours"), r.get("torch")
+        q = f"{ours['value']:.9f}" if ours and "error" not in ours else "-"
+        agree = "; ".join(_agreement(ours, r.get(impl)) for impl in ("fp32", "bf16", "fp16"))
+        mem = [f"{x['peak_mib']:.0f}" if x and "error" not in x else "-" for x in (ours, mm)]
+        print(
+            f"| {n} | {d} | {_cell(ours)} | {_path_text(ours)} | {_cell(r.get('fp32'))} | "
+            f"{_cell(r.get('bf16'))} | {_cell(r.get('fp16'))} | {_cell(mm)} | "
+            f"{_ratio(ours, r.get('fp32'))} | {_ratio(ours, mm)} | "
+            f"{_ratio(r.get('bf16'), r.get('fp32'))} | {_ratio(r.get('fp16'), r.get('fp32'))} | "
+            f"{q} | {agree} | {mem[0]} | {mem[1]} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.impls is None:
+        args.impls = list(GPU_IMPLS if args.device != "cpu" else IMPLS[:3] + IMPLS[4:])
     _set_thread_env(args.threads)
     if args.worker:
         impl, n, d = args.worker[0], int(args.worker[1]), int(args.worker[2])
@@ -706,7 +759,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# the official algorithm would need ~{official_gib:.0f} GiB for its dense arrays")
         return 0
     cells = run_cells(args)
-    print_tables(cells, args)
+    if args.device == "cpu":
+        print_tables(cells, args)
+    else:
+        print_gpu_tables(cells)
     print(f"# load average at end {os.getloadavg()[0]:.2f}")
     return 0
 

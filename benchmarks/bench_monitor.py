@@ -30,6 +30,7 @@ Usage:
     python benchmarks/bench_monitor.py --keep                # ... and keep the run folders
     python benchmarks/bench_monitor.py --report DIR          # the report of kept run folders
     python benchmarks/bench_monitor.py --settings fake --repeats 5 --fake-train-size 10000
+    python benchmarks/bench_monitor.py --warmup 1 --extra "trainer=gpu"   # on a GPU
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--fake-eval-size", type=int, default=10000, help="validation and test images"
     )
     parser.add_argument("--fake-epochs", type=int, default=1, help="epochs of the fake runs")
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="untimed runs (monitor on) before each setting's pairs: a fresh machine's one-time "
+        "costs (matplotlib's font cache, CUDA kernel loading) then fall on none of the pairs",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the run folders")
     parser.add_argument("--extra", default="", help="extra overrides for every run (space-sep.)")
@@ -170,12 +178,26 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
+def _gpu_model() -> str | None:
+    """The first CUDA GPU's name and compute capability, or None without CUDA."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    major, minor = torch.cuda.get_device_capability(0)
+    return f"{torch.cuda.get_device_name(0)} (compute capability {major}.{minor})"
+
+
 def measure(setting: str, args: argparse.Namespace, root: Path) -> dict:
     overrides, text = setting_overrides(setting, args)
     overrides += args.extra.split()
     if args.threads is not None:
         overrides.append(f"num_threads={args.threads}")
     print(f"\n## {text}", flush=True)
+    for warmup in range(args.warmup):
+        result = run_train(overrides, root / f"{setting}_warmup_{warmup}", True)
+        fit = result["fit_seconds"]
+        print(f"# warm-up run {warmup} (not counted): fit {fit:.2f} s", flush=True)
     on, off = [], []
     for repeat in range(args.repeats):
         for monitor in (True, False) if repeat % 2 == 0 else (False, True):
@@ -249,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         f"# CPU {cpu_model()} ({os.cpu_count()} cores), torch threads "
         f"{args.threads or 'default (all cores)'}; load average at start {os.getloadavg()[0]:.2f}"
     )
+    gpu = _gpu_model()
+    if gpu:
+        print(f"# GPU {gpu}")
+    if args.extra:
+        print(f"# extra overrides for every run: {args.extra}")
     if args.report is not None:
         for setting in settings:
             cell = load_runs(args.report, setting, args)

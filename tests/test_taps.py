@@ -360,13 +360,15 @@ def test_cuda_features_to_cpu_and_half(x: torch.Tensor) -> None:
     model = resnet20().eval()
     with torch.no_grad(), LayerTaps(model, layers=[4]) as ref:
         model(x)
+    (name,) = ref.features  # the 4th tap point of ResNet-20: "layer1.2"
+    assert name == "layer1.2"
     gpu = model.cuda()
     with torch.no_grad(), LayerTaps(gpu, layers=[4], to_cpu=True) as taps:
         gpu(x.cuda())
-    feats = taps.features["layer1.3"]
+    feats = taps.features[name]
     assert feats.device.type == "cpu"
-    torch.testing.assert_close(feats, ref.features["layer1.3"], atol=1e-3, rtol=1e-3)
+    torch.testing.assert_close(feats, ref.features[name], atol=1e-3, rtol=1e-3)
     # CPU batches are moved to the model's device; features stay there unless to_cpu.
     ((_, half),) = list(iter_layer_features(gpu, [x], layers=[4], dtype=torch.float16))
     assert half.device.type == "cuda" and half.dtype == torch.float16
-    torch.testing.assert_close(half.float().cpu(), ref.features["layer1.3"], atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(half.float().cpu(), ref.features[name], atol=2e-2, rtol=2e-2)

@@ -7,6 +7,8 @@ are tested everywhere, and each is checked to give the exact graph.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -149,6 +151,45 @@ def test_the_probe_is_a_small_share_of_the_call(monkeypatch):
     assert len(macs) == 2
     assert max(macs) <= 3 * call * kernels.PROBE_SHARE
     assert (macs[0] + 10 * macs[1]) / call <= 0.01
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [
+        ((9, 0), ("float16", "bfloat16")),  # H100/H200
+        ((8, 0), ("float16", "bfloat16")),  # A100
+        ((7, 5), ("float16",)),  # T4: bf16 emulated, fp16 tensor cores
+        ((7, 0), ("float16",)),  # V100
+        ((6, 1), ()),  # P40: no tensor cores
+    ],
+)
+def test_gpu_candidates_follow_the_compute_capability(capability, expected, monkeypatch):
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    assert kernels.candidate_dtypes(torch.device("cuda")) == expected
+
+
+@pytest.mark.parametrize(
+    ("capability", "n", "dim", "expected"),
+    [
+        ((9, 0), 50000, 2048, torch.float16),  # fp16: the tighter bound at the same speed
+        ((9, 0), 10000, 8192, torch.float16),  # 4.1e11 multiply-adds
+        ((9, 0), 2000, 8192, None),  # 1.6e10: too small for the screen to pay
+        ((7, 5), 50000, 2048, torch.float16),
+        ((6, 1), 50000, 2048, None),  # no tensor cores
+    ],
+)
+def test_gpus_decide_by_capability_and_call_size_without_timing(
+    capability, n, dim, expected, monkeypatch
+):
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(kernels, "measure_speeds", None)  # any timing would fail
+    rows = SimpleNamespace(device=torch.device("cuda"), shape=(n, dim))
+    choice = kernels.choose_by_speed(rows, "auto")
+    assert choice.dtype == expected, choice.reason
+    assert (n * n * dim / 2 >= kernels.CUDA_MIN_SCREEN_CALL) or expected is None
+    assert kernels.speed_table() == {}
 
 
 def test_environment_variable_and_argument_override(timings, monkeypatch):

@@ -33,6 +33,17 @@ call's multiply-adds per run (three runs of float32, at most three of each candi
 calls of at least :data:`MIN_PROBE_CALL` multiply-adds run it (a low-precision kernel's one-time
 compilation must fit the budget too); smaller calls use float32.
 
+**GPUs** decide by capability and call size, without timing (:func:`choose_on_gpu`). A timed
+probe cannot stay within 1 % there: measured on an H200, a 128-row product takes the ~15-35 µs
+of a launch whatever its dtype (it times the launch, not the arithmetic), and a 1024-row probe
+timed with CUDA events still read bf16 at 1.13-1.35× float32 (9-14× for products from
+2048 × 2048 × 2048) and cost 0.18 s on the first call of a process, more than the k-NN calls it
+decided for (0.15-0.24 s at N = 50,000-100,000). NVIDIA GPUs have fp16 tensor cores from compute
+capability 7.0 and bf16 ones from 8.0; the screen uses fp16 where it has them (its error bound
+is 8× tighter than bf16's at the same speed, so fewer candidates are recomputed: measured 0.46×
+against bf16's 0.56× of the float32 time at N = 50,000, D = 2048) for calls of at least
+:data:`CUDA_MIN_SCREEN_CALL` multiply-adds.
+
 Override the screen with the ``kernel`` argument of the graph functions or the environment
 variable :data:`KERNEL_ENV` (the argument wins): ``"auto"``, ``"float32"``, ``"bfloat16"``,
 ``"float16"``; the symmetric products with :data:`SYMMETRIC_ENV` (``"numpy"`` or ``"torch"``,
@@ -88,6 +99,12 @@ Xeon), a one-time cost that must stay under 1 % of the call; smaller calls use f
 MAX_PROBE_DIM = 2048
 """Inner dimensions above this run at the same speed: they share one shape class."""
 
+CUDA_MIN_SCREEN_CALL = 3e11
+"""Multiply-adds (N²·D/2) of the smallest GPU call that screens: below it the screen's per-strip
+steps cost about what its faster matmul saves. Measured on an H200, fp16 screen / float32 time:
+0.66 at N = 10,000, D = 8192 (4.1·10¹¹; twice), 0.46 and 0.54 at 2.6 and 5.1·10¹²; but 0.77-1.08
+at N = 20,000, D = 1024 (2.0·10¹¹; two runs), 0.83 and 1.03 at 1.0·10¹¹, 5.7 at 1.6·10¹⁰."""
+
 SYMMETRIC_ENV = "DNN_MODULARITY_SYMMETRIC"
 """Environment variable that picks the symmetric float32 products' route (:data:`SYMMETRIC_ROUTES`;
 unset = ``"numpy"`` where torch runs on one CPU thread, else ``"torch"``)."""
@@ -135,15 +152,41 @@ def resolve_kernel(kernel: str | None) -> str:
 
 
 def candidate_dtypes(device: torch.device) -> tuple[str, ...]:
-    """Screen dtypes worth timing on ``device``.
+    """Screen dtypes worth using on ``device``.
 
-    CPUs: bf16 (AMX / AVX512-BF16 units where present); torch's CPU float16 matmul is not faster
-    than float32 on common CPUs. CUDA: bf16 and fp16 tensor cores (TF32 is not used: its
-    accumulation is not rigorously bounded here).
+    CPUs: bf16 (AMX / AVX512-BF16 units where present; timed before use); torch's CPU float16
+    matmul is not faster than float32 on common CPUs. NVIDIA GPUs, by compute capability: fp16
+    tensor cores from 7.0 (Volta, Turing), bf16 from 8.0 (Ampere; earlier GPUs emulate bf16
+    matmuls); none below. ROCm GPUs: both (matrix cores of the MI100 and later). TF32 is not
+    used: its accumulation is not rigorously bounded here.
     """
-    if device.type == "cuda":
-        return ("bfloat16", "float16")
-    return ("bfloat16",)
+    if device.type != "cuda":
+        return ("bfloat16",)
+    if torch.version.hip:
+        return ("float16", "bfloat16")
+    major, _ = torch.cuda.get_device_capability(device)
+    return (("float16",) if major >= 7 else ()) + (("bfloat16",) if major >= 8 else ())
+
+
+def choose_on_gpu(n: int, dim: int, device: torch.device) -> KernelChoice:
+    """The ``"auto"`` screen on a GPU, by capability and call size (see the module doc).
+
+    Args:
+        n: Rows N of the call.
+        dim: Their dimension D.
+        device: The CUDA device.
+
+    Returns:
+        fp16 (else bf16) where the device has tensor cores for it and the call has at least
+        :data:`CUDA_MIN_SCREEN_CALL` multiply-adds N²·D/2; float32 otherwise.
+    """
+    candidates = candidate_dtypes(device)
+    if not candidates:
+        return KernelChoice(None, "no fp16/bf16 tensor cores on this GPU")
+    if n * n * dim / 2 < CUDA_MIN_SCREEN_CALL:
+        return KernelChoice(None, "call too small for a GPU screen to pay")
+    name = candidates[0]
+    return KernelChoice(SCREEN_DTYPES[name], f"{name} tensor cores")
 
 
 def clear_speed_cache() -> None:
@@ -355,6 +398,8 @@ def measure_speeds(x: Tensor, kdim: int) -> dict[str, float]:
 def choose_by_speed(x: Tensor, kernel: str) -> KernelChoice:
     """The strip kernel for float32 rows ``x`` (N, D): forced, or by measured speed (``"auto"``).
 
+    On GPUs ``"auto"`` decides by capability and call size instead (:func:`choose_on_gpu`).
+
     Args:
         x: float32 (N, D) row-normalised features.
         kernel: One of :data:`KERNELS` (see :func:`resolve_kernel`).
@@ -368,6 +413,8 @@ def choose_by_speed(x: Tensor, kernel: str) -> KernelChoice:
         dtype = SCREEN_DTYPES.get(kernel)
         return KernelChoice(dtype, f"{kernel} requested")
     n, dim = x.shape
+    if x.device.type == "cuda":
+        return choose_on_gpu(n, dim, x.device)
     kdim = probe_dim(n, dim)
     if kdim is None:
         return KernelChoice(None, "call too small to time a screen")
@@ -387,6 +434,7 @@ __all__ = [
     "SYMMETRIC_ROUTES",
     "KernelChoice",
     "choose_by_speed",
+    "choose_on_gpu",
     "clear_speed_cache",
     "measure_speeds",
     "resolve_kernel",

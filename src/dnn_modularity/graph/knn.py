@@ -455,8 +455,9 @@ def choose_kernel(x: Tensor, k: int, kernel: str | None = None) -> KernelChoice:
     """The strip kernel :func:`knn_keys` uses for these rows (see :mod:`.kernels`).
 
     ``"auto"`` screens only where the screen's matmul is measured to be fast enough on this
-    device (:func:`~dnn_modularity.graph.kernels.choose_by_speed`) *and* a small probe shows that
-    it separates these similarities; a forced kernel is used as asked.
+    device (on GPUs: where it has the tensor cores and the call is large enough; see
+    :func:`~dnn_modularity.graph.kernels.choose_by_speed`) *and* a small probe shows that it
+    separates these similarities; a forced kernel is used as asked.
 
     Args:
         x: float32 (N, D) row-normalised features.
