@@ -7,6 +7,8 @@ are tested everywhere, and each is checked to give the exact graph.
 
 from __future__ import annotations
 
+import gc
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -401,3 +403,42 @@ def test_ordinary_rows_are_normalised_without_scaling_and_bit_for_bit(monkeypatc
         broken[7, 3] = bad
         with pytest.raises(ValueError, match=r"1 NaN/inf values .*first row 7"):
             normalize_features(broken)
+
+
+def _mapping_of(address: int) -> dict[str, int] | None:
+    """The /proc/self/smaps entry (start, end, AnonHugePages kB) of the mapping holding address."""
+    current = None
+    with open("/proc/self/smaps") as handle:
+        for line in handle:
+            head = line.split(maxsplit=1)[0]
+            if "-" in head and not head.endswith(":"):
+                start, end = (int(v, 16) for v in head.split("-"))
+                current = {"start": start, "end": end} if start <= address < end else None
+            elif current is not None and line.startswith("AnonHugePages:"):
+                current["huge_kb"] = int(line.split()[1])
+                return current
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc")
+def test_large_normalised_copies_get_their_own_huge_page_mapping(monkeypatch):
+    from dnn_modularity.graph import similarity
+
+    feats = torch.randn(64, 32768, generator=torch.Generator().manual_seed(23))  # 8 MiB
+    plain = normalize_features(feats)  # 8 MiB: below the shipped threshold, torch's allocator
+    monkeypatch.setattr(similarity, "HUGE_PAGE_BYTES", 4 * 2**20)
+    rows = normalize_features(feats)
+    assert torch.equal(rows, plain)  # the same division, into other memory
+    mapping = _mapping_of(rows.data_ptr())
+    assert mapping is not None and mapping["end"] - mapping["start"] == rows.numel() * 4
+    mode = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    if mode.exists() and ("[always]" in mode.read_text() or "[madvise]" in mode.read_text()):
+        assert mapping["huge_kb"] > 0
+    address = rows.data_ptr()
+    del rows
+    gc.collect()
+    gone = _mapping_of(address)
+    assert gone is None or gone["end"] - gone["start"] != 8 * 2**20  # unmapped with the tensor
+    small = normalize_features(feats[:8])  # 1 MiB, below the threshold
+    assert torch.equal(small, plain[:8])
+    assert _mapping_of(small.data_ptr())["end"] - _mapping_of(small.data_ptr())["start"] != 2**20
