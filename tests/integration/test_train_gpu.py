@@ -12,22 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from test_train import FAST
 
 from dnn_modularity.models.classifier import load_classifier
 from dnn_modularity.train import CONF_DIR, train
 
-FAST_GPU = [
-    "data=digits",
-    "model=resnet20",
-    "trainer=gpu",
-    "trainer.max_epochs=2",
-    "trainer.limit_train_batches=3",
-    "trainer.limit_val_batches=1",
-    "trainer.num_sanity_val_steps=0",
-    "trainer.enable_progress_bar=false",
-    "trainer.enable_model_summary=false",
-    "probe.n=300",
-]
+FAST_GPU = [*FAST, "trainer=gpu"]  # the quick CPU runs of test_train, on the GPU
 
 
 @pytest.mark.gpu
