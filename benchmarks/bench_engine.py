@@ -59,6 +59,8 @@ NUM_CLASSES = 10
 K = 3
 NS_PER_PAIR_FALLBACK = 287.0  # ENGINE-NOTES: the official heapq loop per (row, column) pair
 GPU_IMPLS = ("ours", "fp32", "bf16", "fp16", "torch")
+# our engine's impls and the kernel each forces (None: "auto")
+ENGINE_KERNELS = {"ours": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 
 
@@ -305,8 +307,7 @@ def _ours(impl: str, feats, labels) -> tuple[float, list]:
     """knn_graph + modularity (= knn_modularity, keeping the edges to compare)."""
     from dnn_modularity.graph import knn_graph, modularity
 
-    kernel = {"ours": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[impl]
-    graph = knn_graph(feats, k=K, kernel=kernel)
+    graph = knn_graph(feats, k=K, kernel=ENGINE_KERNELS[impl])
     q = modularity(graph, labels)
     return q, list(zip(graph.src.tolist(), graph.dst.tolist(), strict=True))
 
@@ -324,13 +325,13 @@ def run_worker(impl: str, n: int, d: int, args: argparse.Namespace) -> dict:
     device = args.device
     cuda = device != "cpu"
     feats_np, labels_np = feats.numpy(), labels.numpy()
-    if impl in ("ours", "fp32", "bf16", "fp16", "torch") and cuda:
+    if (impl in ENGINE_KERNELS or impl == "torch") and cuda:
         feats, labels = feats.to(device), labels.to(device)
         torch.cuda.synchronize()
-    kernel = {"ours": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}.get(impl)
+    kernel = ENGINE_KERNELS.get(impl)
     # warm the libraries up on a tiny problem (thread pools, BLAS/oneDNN kernels, CUDA context)
     tiny, tiny_labels = make_features(64, 64, args.seed + 1)
-    if impl in ("ours", "fp32", "bf16", "fp16"):
+    if impl in ENGINE_KERNELS:
         knn_modularity(tiny.to(device), tiny_labels.to(device), k=K, kernel=kernel or "float32")
         kernels.clear_speed_cache()
     if impl == "faiss":
@@ -383,7 +384,7 @@ def run_worker(impl: str, n: int, d: int, args: argparse.Namespace) -> dict:
         if run > 100:
             break
         start, start_cpu = time.perf_counter(), time.process_time()
-        if impl in ("ours", "fp32", "bf16", "fp16"):
+        if impl in ENGINE_KERNELS:
             value, edges = _ours(impl, feats, labels)
         elif impl == "official":
             value, edges = official_knn_modularity(feats_np, labels_np, K)
@@ -736,7 +737,8 @@ def print_gpu_tables(cells: list[tuple[int, int, dict]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.impls is None:
-        args.impls = list(GPU_IMPLS if args.device != "cpu" else IMPLS[:3] + IMPLS[4:])
+        cpu_impls = [impl for impl in IMPLS if impl != "fp16"]  # fp16: a GPU candidate only
+        args.impls = list(GPU_IMPLS) if args.device != "cpu" else cpu_impls
     _set_thread_env(args.threads)
     if args.worker:
         impl, n, d = args.worker[0], int(args.worker[1]), int(args.worker[2])

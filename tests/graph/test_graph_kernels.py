@@ -155,6 +155,12 @@ def test_the_probe_is_a_small_share_of_the_call(monkeypatch):
     assert (macs[0] + 10 * macs[1]) / call <= 0.01
 
 
+def pretend_nvidia_gpu(monkeypatch, capability: tuple[int, int]) -> None:
+    """Make torch report an NVIDIA (not ROCm) GPU of this compute capability."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+
+
 @pytest.mark.parametrize(
     ("capability", "expected"),
     [
@@ -166,8 +172,7 @@ def test_the_probe_is_a_small_share_of_the_call(monkeypatch):
     ],
 )
 def test_gpu_candidates_follow_the_compute_capability(capability, expected, monkeypatch):
-    monkeypatch.setattr(torch.version, "hip", None)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    pretend_nvidia_gpu(monkeypatch, capability)
     assert kernels.candidate_dtypes(torch.device("cuda")) == expected
 
 
@@ -184,8 +189,7 @@ def test_gpu_candidates_follow_the_compute_capability(capability, expected, monk
 def test_gpus_decide_by_capability_and_call_size_without_timing(
     capability, n, dim, expected, monkeypatch
 ):
-    monkeypatch.setattr(torch.version, "hip", None)
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    pretend_nvidia_gpu(monkeypatch, capability)
     monkeypatch.setattr(kernels, "measure_speeds", None)  # any timing would fail
     rows = SimpleNamespace(device=torch.device("cuda"), shape=(n, dim))
     choice = kernels.choose_by_speed(rows, "auto")
@@ -441,4 +445,5 @@ def test_large_normalised_copies_get_their_own_huge_page_mapping(monkeypatch):
     assert gone is None or gone["end"] - gone["start"] != 8 * 2**20  # unmapped with the tensor
     small = normalize_features(feats[:8])  # 1 MiB, below the threshold
     assert torch.equal(small, plain[:8])
-    assert _mapping_of(small.data_ptr())["end"] - _mapping_of(small.data_ptr())["start"] != 2**20
+    held = _mapping_of(small.data_ptr())
+    assert held is not None and held["end"] - held["start"] != 2**20
