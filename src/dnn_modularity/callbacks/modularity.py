@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +69,14 @@ def _arch_name(pl_module: Any) -> str | None:
         return str(net.arch_config()["name"])
     except (AttributeError, KeyError, NotImplementedError, TypeError):
         return None
+
+
+def _fit_device(trainer: L.Trainer, pl_module: L.LightningModule) -> torch.device:
+    """The device this process trains on (known in ``setup``, before the module is moved)."""
+    try:
+        return trainer.strategy.root_device
+    except (AttributeError, RuntimeError, IndexError):  # a strategy without a root device
+        return pl_module.device
 
 
 class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callback):
@@ -232,6 +239,9 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
         """Draw the probe sets from the datamodule's test split (identical on every rank)."""
         if stage != "fit":
             return
+        # GPU kernels run asynchronously: the clock waits for the fit's device at each reading
+        # so that each part holds the device work it queued (not the training's before it).
+        self.overhead_clock.watch_device(_fit_device(trainer, pl_module))
         self.overhead_clock.start_fit()  # the fit's first callback hook
         self.model_name = _arch_name(pl_module)
         if self._diag is not None:
@@ -262,13 +272,13 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Start the epoch clock (for the overhead ratio)."""
-        self._epoch_start = time.perf_counter()
+        self._epoch_start = self.overhead_clock.now()
 
     @timed_hook("measure")
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Measure after epoch e = current_epoch + 1 (validation of that epoch has already run)."""
         epoch_seconds = (
-            time.perf_counter() - self._epoch_start if self._epoch_start is not None else None
+            self.overhead_clock.now() - self._epoch_start if self._epoch_start is not None else None
         )
         if epoch_seconds is not None:
             self.epoch_seconds.append(epoch_seconds)
@@ -340,7 +350,7 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
         epoch: int,
         epoch_seconds: float | None,
     ) -> None:
-        start = time.perf_counter()
+        start = self.overhead_clock.now()
         rows = [
             {"epoch": epoch, **row}
             for row in self.measure(pl_module, trainer.global_rank, trainer.world_size)
@@ -350,7 +360,7 @@ class ModularityMonitor(ProbeMeasurement, MonitorResume, MonitorFigures, Callbac
             append_csv_rows(self.csv_path(trainer), rows, fieldnames=CSV_COLUMNS)
         if self._diag is not None:
             self._diag.record(trainer, epoch, self.diagnostics_csv_path(trainer))
-        seconds = time.perf_counter() - start
+        seconds = self.overhead_clock.now() - start
         timing = {"epoch": float(epoch), "seconds": seconds}
         if epoch_seconds:
             timing["epoch_seconds"] = epoch_seconds

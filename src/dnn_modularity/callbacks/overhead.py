@@ -10,6 +10,13 @@ to its last (``on_fit_end``), so that
 
 is the share the callback adds to the same fit without it: what an on/off comparison of fit
 times measures (``benchmarks/bench_monitor.py`` checks that the two agree).
+
+On a GPU the host returns from a kernel launch before the kernel has run, so a wall clock read
+straight after a hook would bill the training's queued kernels to the callback (its first
+synchronising op waits for them) and the callback's own queued kernels to the training. With
+:meth:`OverheadClock.watch_device` set to the fit's CUDA (or MPS) device, every reading of the
+clock first waits for the device: each part holds exactly the device work it queued. The wait
+costs the fit nothing extra: the callback's first host read of a result would wait as long.
 """
 
 from __future__ import annotations
@@ -20,7 +27,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+import torch
+
 HookT = TypeVar("HookT", bound=Callable[..., Any])
+
+
+def device_synchronizer(device: torch.device | str | None) -> Callable[[], None] | None:
+    """The function that waits for every kernel queued on ``device``, or None for the CPU.
+
+    Args:
+        device: A CUDA device (``torch.cuda.synchronize(device)``), an MPS device
+            (``torch.mps.synchronize()``), or anything else (None: CPU work is synchronous).
+    """
+    if device is None:
+        return None
+    device = torch.device(device)
+    if device.type == "cuda":
+        return functools.partial(torch.cuda.synchronize, device)
+    if device.type == "mps":
+        return torch.mps.synchronize
+    return None
 
 
 class OverheadClock:
@@ -36,26 +62,45 @@ class OverheadClock:
         self.parts: dict[str, float] = {}
         self.fit_seconds: float | None = None
         self._fit_start: float | None = None
+        self._synchronize: Callable[[], None] | None = None
+
+    def watch_device(self, device: torch.device | str | None) -> None:
+        """Wait for ``device``'s queued kernels at every reading of the clock (CUDA, MPS).
+
+        Args:
+            device: The device the fit runs on; a CPU device (or None) turns the waiting off.
+        """
+        self._synchronize = device_synchronizer(device)
+
+    def now(self) -> float:
+        """``time.perf_counter()`` once the watched device has finished its queued work."""
+        if self._synchronize is not None:
+            self._synchronize()
+        return time.perf_counter()
 
     def start_fit(self) -> None:
         """Start the fit clock and forget the parts of an earlier fit."""
         self.parts = {}
         self.fit_seconds = None
-        self._fit_start = time.perf_counter()
+        self._fit_start = self.now()
 
     def end_fit(self) -> None:
         """Stop the fit clock (the callback's last hook of the fit)."""
         if self._fit_start is not None:
-            self.fit_seconds = time.perf_counter() - self._fit_start
+            self.fit_seconds = self.now() - self._fit_start
 
     @contextmanager
     def timed(self, part: str) -> Iterator[None]:
-        """Add the wall time of the ``with`` body to ``parts[part]`` (also when it raises)."""
-        start = time.perf_counter()
+        """Add the wall time of the ``with`` body to ``parts[part]`` (also when it raises).
+
+        On a watched device the body's time includes the kernels it queued, not those queued
+        before it.
+        """
+        start = self.now()
         try:
             yield
         finally:
-            self.parts[part] = self.parts.get(part, 0.0) + time.perf_counter() - start
+            self.parts[part] = self.parts.get(part, 0.0) + self.now() - start
 
     @property
     def own_seconds(self) -> float:
@@ -93,4 +138,4 @@ def timed_hook(part: str) -> Callable[[HookT], HookT]:
     return decorate
 
 
-__all__ = ["OverheadClock", "timed_hook"]
+__all__ = ["OverheadClock", "device_synchronizer", "timed_hook"]
