@@ -58,9 +58,9 @@ IMPLS = ("ours", "fp32", "bf16", "fp16", "faiss", "sklearn", "numpy", "torch", "
 NUM_CLASSES = 10
 K = 3
 NS_PER_PAIR_FALLBACK = 287.0  # ENGINE-NOTES: the official heapq loop per (row, column) pair
-GPU_IMPLS = ("ours", "fp32", "bf16", "fp16", "torch")
 # our engine's impls and the kernel each forces (None: "auto")
 ENGINE_KERNELS = {"ours": None, "fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+GPU_IMPLS = (*ENGINE_KERNELS, "torch")
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 
 
@@ -325,7 +325,7 @@ def run_worker(impl: str, n: int, d: int, args: argparse.Namespace) -> dict:
     device = args.device
     cuda = device != "cpu"
     feats_np, labels_np = feats.numpy(), labels.numpy()
-    if (impl in ENGINE_KERNELS or impl == "torch") and cuda:
+    if impl in GPU_IMPLS and cuda:
         feats, labels = feats.to(device), labels.to(device)
         torch.cuda.synchronize()
     kernel = ENGINE_KERNELS.get(impl)

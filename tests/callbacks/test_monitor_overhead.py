@@ -102,14 +102,14 @@ class _FakeDevice:
     """An asynchronous device on a fake clock: launches queue work, synchronize waits for it."""
 
     def __init__(self, clock_time: _FakeTime) -> None:
-        self.clock_time, self.queued, self.waits = clock_time, 0.0, 0
+        self.clock_time, self.queued = clock_time, 0.0
 
     def launch(self, seconds: float) -> None:
         self.queued += seconds  # the host returns at once
 
     def synchronize(self, device: torch.device | None = None) -> None:
         self.clock_time.now += self.queued
-        self.queued, self.waits = 0.0, self.waits + 1
+        self.queued = 0.0
 
 
 @pytest.mark.parametrize("watched", [True, False])
